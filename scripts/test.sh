@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to the full test suite, GUI tests included: sets up
+# .venv with the test extras, installs a virtual X server and Mesa OpenGL from Debian
+# when they are missing (and this shell may), lints, then runs pytest.
+# Extra arguments go to pytest.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=setup_env.sh
+. "$here/setup_env.sh" test
+
+x_packages=(xvfb xauth libgl1 libegl1 libgl1-mesa-dri libglib2.0-0 libfontconfig1 libdbus-1-3
+  libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
+  libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0)
+if ! command -v Xvfb >/dev/null 2>&1; then
+  sudo_cmd=()
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_cmd=(sudo -n)
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ ${#sudo_cmd[@]} -gt 0 ]; }; then
+    echo "[test] installing a virtual X server and Mesa OpenGL (Debian packages)"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo_cmd[@]}" apt-get update -qq
+    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${x_packages[@]}" >/dev/null
+  else
+    echo "[test] WARNING: no Xvfb and no way to install it: GUI tests will be skipped"
+  fi
+fi
+
+echo "[test] ruff"
+ruff check src tests benchmarks
+ruff format --check src tests benchmarks
+echo "[test] pytest"
+python -m pytest "$@"

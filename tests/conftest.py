@@ -1,0 +1,3 @@
+import os
+
+os.environ.setdefault("NAPARI_UNETSEG_TESTING", "1")
