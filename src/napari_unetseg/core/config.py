@@ -153,8 +153,7 @@ class Config:
     def validate(self) -> Config:
         if self.data.normalization not in NORMALIZATIONS:
             raise ConfigError(
-                f"normalization must be one of {NORMALIZATIONS}, "
-                f"not {self.data.normalization!r}"
+                f"normalization must be one of {NORMALIZATIONS}, not {self.data.normalization!r}"
             )
         if not 0.0 <= self.data.foreground_fraction <= 1.0:
             raise ConfigError("foreground_fraction must be in [0, 1]")

@@ -1,0 +1,309 @@
+"""The ``unetseg`` command line, driven as a user would: files in, files and lines out."""
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_unetseg.cli import main
+from napari_unetseg.core.io import VolumeMeta, write_labels
+from napari_unetseg.core.sample import make_sample
+
+TINY = {
+    "model": {"base_width": 4, "depth": 2},
+    "data": {"patch_size": [8, 16, 16], "validation_fraction": 0.0},
+    "train": {"iterations": 3, "batch_size": 1, "validate_every": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    """A small NIfTI image with an oblique affine, its dense truth, and a tiny config."""
+    d = tmp_path_factory.mktemp("cli")
+    image, semantic, instances = make_sample(shape=(12, 24, 20), seed=3)
+    affine = np.array(
+        [[0.0, 0.0, 1.5, 10.0], [0.0, 0.8, 0.1, -4.0], [0.7, 0.0, 0.0, 2.0], [0, 0, 0, 1]]
+    )
+    # NIfTI stores (i, j, k) = (x, y, z): transpose our (z, y, x) arrays.
+    nib.save(nib.Nifti1Image(image.T.astype(np.float32), affine), d / "image.nii.gz")
+    nib.save(nib.Nifti1Image(semantic.T.astype(np.uint8), affine), d / "truth.nii.gz")
+    nib.save(nib.Nifti1Image(instances.T.astype(np.int32), affine), d / "inst.nii.gz")
+    (d / "tiny.json").write_text(json.dumps(TINY))
+    return d, affine, semantic
+
+
+def test_sparsify_train_predict_evaluate_round_trip(volume, tmp_path, capsys):
+    d, affine, semantic = volume
+    sparse = tmp_path / "sparse.nii.gz"
+    assert (
+        main(
+            [
+                "sparsify",
+                "--labels",
+                str(d / "truth.nii.gz"),
+                "--out",
+                str(sparse),
+                "--fraction",
+                "0.25",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    ann = nib.load(sparse)
+    assert np.allclose(ann.affine, affine)
+    ann_zyx = np.asarray(ann.dataobj).T
+    annotated = ann_zyx > 0
+    assert 0 < annotated.mean() < 1
+    # inside annotated voxels the annotation is truth + 1
+    assert np.array_equal(ann_zyx[annotated], semantic[annotated] + 1)
+
+    model = tmp_path / "model.safetensors"
+    assert (
+        main(
+            [
+                "train",
+                "--image",
+                str(d / "image.nii.gz"),
+                "--labels",
+                str(sparse),
+                "--out",
+                str(model),
+                "--config",
+                str(d / "tiny.json"),
+                "--quiet",
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert model.stat().st_size > 0
+
+    pred = tmp_path / "pred.nii.gz"
+    probs = tmp_path / "probs.nii.gz"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--image",
+                str(d / "image.nii.gz"),
+                "--out",
+                str(pred),
+                "--probabilities",
+                str(probs),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    p = nib.load(pred)
+    assert p.shape == semantic.T.shape
+    assert np.allclose(p.affine, affine)
+    assert np.issubdtype(p.get_data_dtype(), np.integer)
+    prob = np.asarray(nib.load(probs).dataobj)
+    assert prob.shape[:3] == semantic.T.shape
+    assert prob.shape[3] == 3
+    assert np.allclose(prob.sum(axis=3), 1.0, atol=1e-3)
+
+    capsys.readouterr()
+    out_json = tmp_path / "m.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--truth",
+                str(d / "truth.nii.gz"),
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "dice" in printed
+    report = json.loads(out_json.read_text())
+    for row in report["classes"].values():
+        assert 0.0 <= row["dice"] <= 1.0
+
+
+def test_instances_pipeline_writes_boundaries_and_instances(volume, tmp_path):
+    d, affine, _ = volume
+    sparse = tmp_path / "sparse_inst.nii.gz"
+    main(
+        ["sparsify", "--labels", str(d / "inst.nii.gz"), "--out", str(sparse), "--fraction", "0.3"]
+    )
+    model = tmp_path / "inst.safetensors"
+    assert (
+        main(
+            [
+                "train",
+                "--image",
+                str(d / "image.nii.gz"),
+                "--labels",
+                str(sparse),
+                "--task",
+                "instances",
+                "--out",
+                str(model),
+                "--config",
+                str(d / "tiny.json"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    out = {k: tmp_path / f"{k}.nii.gz" for k in ("labels", "boundaries", "instances")}
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--image",
+                str(d / "image.nii.gz"),
+                "--out",
+                str(out["labels"]),
+                "--boundaries",
+                str(out["boundaries"]),
+                "--instances",
+                str(out["instances"]),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    b = np.asarray(nib.load(out["boundaries"]).dataobj)
+    assert b.shape == nib.load(d / "image.nii.gz").shape
+    assert b.min() >= 0.0
+    assert b.max() <= 1.0
+    assert np.allclose(nib.load(out["instances"]).affine, affine)
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(out["instances"]),
+                "--truth",
+                str(d / "inst.nii.gz"),
+                "--instances",
+            ]
+        )
+        == 0
+    )
+
+
+def test_existing_output_is_not_replaced_without_overwrite(volume, tmp_path, capsys):
+    d, _, _ = volume
+    target = tmp_path / "sparse.nii.gz"
+    target.write_bytes(b"precious")
+    code = main(["sparsify", "--labels", str(d / "truth.nii.gz"), "--out", str(target)])
+    assert code == 1
+    assert target.read_bytes() == b"precious"
+    err = capsys.readouterr().err
+    assert "--overwrite" in err
+    assert (
+        main(
+            ["sparsify", "--labels", str(d / "truth.nii.gz"), "--out", str(target), "--overwrite"]
+        )
+        == 0
+    )
+    assert target.read_bytes() != b"precious"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["evaluate", "--pred", "{d}/missing.nii.gz", "--truth", "{d}/truth.nii.gz"],
+            "missing.nii.gz",
+        ),
+        (
+            [
+                "train",
+                "--image",
+                "{d}/image.nii.gz",
+                "--labels",
+                "{d}/truth.nii.gz",
+                "--out",
+                "{t}/m.safetensors",
+                "--config",
+                "{t}/nope.json",
+            ],
+            "nope.json",
+        ),
+        (
+            [
+                "predict",
+                "--model",
+                "{t}/evil.safetensors",
+                "--image",
+                "{d}/image.nii.gz",
+                "--out",
+                "{t}/p.nii.gz",
+            ],
+            "safetensors",
+        ),
+    ],
+)
+def test_errors_are_one_clear_line(volume, tmp_path, capsys, argv, needle):
+    d, _, _ = volume
+    with open(tmp_path / "evil.safetensors", "wb") as f:
+        pickle.dump({"weights": [1, 2, 3]}, f)
+    argv = [a.format(d=d, t=tmp_path) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2
+
+
+def test_shape_mismatch_between_prediction_and_truth_is_reported(volume, tmp_path, capsys):
+    d, _, _ = volume
+    other = tmp_path / "other.nii.gz"
+    write_labels(np.zeros((5, 6, 7), np.uint8), VolumeMeta(spacing=(1.0, 1.0, 1.0)), other)
+    assert main(["evaluate", "--pred", str(other), "--truth", str(d / "truth.nii.gz")]) == 1
+    assert "shape" in capsys.readouterr().err
+
+
+def test_console_script_runs_and_reports_usage_errors():
+    exe = shutil.which("unetseg")
+    cmd = [exe] if exe else [sys.executable, "-m", "napari_unetseg.cli"]
+    ok = subprocess.run([*cmd, "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0
+    for name in ("demo", "sparsify", "train", "predict", "evaluate"):
+        assert name in ok.stdout
+    bad = subprocess.run([*cmd, "train"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "--image" in bad.stderr
+
+
+def test_demo_writes_its_outputs(tmp_path, capsys):
+    from napari_unetseg.demo import run_demo
+
+    out = tmp_path / "demo"
+    assert run_demo(out, iterations=2, quiet=True, shape=(16, 32, 32)) == 0
+    for name in (
+        "metrics.json",
+        "figure.png",
+        "prediction_semantic.nii.gz",
+        "prediction_instances.nii.gz",
+        "model_semantic.safetensors",
+    ):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["tasks"]) == {"semantic", "instances"}
+    assert 0.0 <= report["tasks"]["semantic"]["mean_dice"] <= 1.0
+    assert "F1" in capsys.readouterr().out
+    # a second run into the same folder refuses to overwrite
+    assert main(["demo", "--out", str(out), "--iterations", "1", "--quiet"]) == 1
