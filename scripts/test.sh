@@ -11,16 +11,26 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 x_packages=(xvfb xauth libgl1 libegl1 libgl1-mesa-dri libglib2.0-0 libfontconfig1 libdbus-1-3
   libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
   libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0)
-if ! command -v Xvfb >/dev/null 2>&1; then
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for pkg in "${x_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+elif ! command -v Xvfb >/dev/null 2>&1; then
+  missing=("${x_packages[@]}")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=()
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_cmd=(sudo -n)
   if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ ${#sudo_cmd[@]} -gt 0 ]; }; then
-    echo "[test] installing a virtual X server and Mesa OpenGL (Debian packages)"
+    echo "[test] installing a virtual X server and Mesa OpenGL: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    "${sudo_cmd[@]}" apt-get update -qq
-    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${x_packages[@]}" >/dev/null
-  else
+    "${sudo_cmd[@]}" apt-get update -qq </dev/null
+    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  elif ! command -v Xvfb >/dev/null 2>&1; then
     echo "[test] WARNING: no Xvfb and no way to install it: GUI tests will be skipped"
+  else
+    echo "[test] WARNING: missing ${missing[*]}; GUI tests may fail"
   fi
 fi
 
