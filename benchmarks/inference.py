@@ -1,0 +1,513 @@
+"""Sliding-window inference: napari-unetseg against MONAI's ``sliding_window_inference``.
+
+Both sides run the SAME network (a :class:`napari_unetseg.core.model.UNet` with the default
+configuration, briefly trained on the built-in sample so that the argmax is meaningful) on
+the same normalised volume with the same window (the training patch size), the same
+overlap (0.25) and Gaussian blending (MONAI ``mode="gaussian", sigma_scale=0.125``).
+
+Variants, each measured in a fresh interpreter (clean peak RSS, no thread settings leaking
+from one variant to the next), repeats interleaved, medians reported:
+
+* ``monai_sw1``   MONAI, ``sw_batch_size=1`` (what a user gets by default), float32, under
+                  ``torch.no_grad()``, softmax of the blended logits;
+* ``monai_swN``   MONAI with ``sw_batch_size`` = our planned window batch;
+* ``ours_sw``     :func:`napari_unetseg.core.inference.sliding_window` with the default
+                  :class:`InferConfig` (window batch, precision as planned);
+* ``ours_predict`` :func:`napari_unetseg.core.inference.predict` from the raw image
+                  (normalisation, sliding window, argmax: the whole user-facing call).
+
+Reported: voxels per second, ratio to ``monai_sw1``, peak RSS and its rise during the
+call, and the share of voxels whose argmax agrees with the float32 MONAI reference.
+
+Usage::
+
+    python -m benchmarks.inference [--smoke] [--sizes 64x256x256,128x512x512]
+        [--repeats 3] [--out benchmarks/results/inference.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import _common as C
+
+MODULE = "benchmarks.inference"
+FULL_SIZES = "64x256x256,128x512x512"
+SMOKE_SIZES = "12x40x36"
+#: Sizes above this many voxels get a single repeat and no ``monai_swN`` by default.
+LARGE_VOXELS = 20_000_000
+GOAL_RATIO = 1.5
+GOAL_AGREEMENT = 0.999
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int, int]]:
+    sizes = []
+    for item in text.split(","):
+        parts = tuple(int(p) for p in item.lower().split("x"))
+        if len(parts) != 3 or min(parts) < 1:
+            raise SystemExit(f"--sizes wants ZxYxX triples separated by commas, got {item!r}")
+        sizes.append(parts)
+    return sizes
+
+
+def _base_config(smoke: bool):
+    from napari_unetseg.core.config import Config
+
+    cfg = Config()
+    cfg.model.num_classes = 3  # the sample has two foreground classes
+    cfg.class_names = ["bright", "textured"]
+    cfg.train.device = "cpu"
+    cfg.infer.device = "cpu"
+    cfg.data.validation_fraction = 0.0
+    if smoke:
+        cfg.model.base_width = 4
+        cfg.model.depth = 2
+        cfg.data.patch_size = (8, 16, 16)
+        cfg.train.batch_size = 1
+    return cfg
+
+
+def prepare_model(args, workdir: Path) -> dict[str, Any]:
+    """Train briefly (or load ``--checkpoint``, or keep random weights with
+    ``--random-weights``) and write the model where the workers find it:
+    ``weights.safetensors`` + ``config.json`` (the network alone) and, unless the weights
+    are random, ``model.safetensors`` (a full checkpoint, for ``predict``).
+
+    Returns the facts the workers need: window, window batch, model description.
+    """
+    from safetensors.torch import save_file
+
+    from napari_unetseg.core.inference import auto_window_batch
+
+    info: dict[str, Any] = {}
+    ckpt = None
+    if args.random_weights:
+        import torch
+
+        from napari_unetseg.core.data import fit_normalizer
+        from napari_unetseg.core.model import UNet
+        from napari_unetseg.core.planning import make_plan
+        from napari_unetseg.core.sample import make_sample
+
+        cfg = _base_config(args.smoke)
+        image, _, _ = make_sample(shape=(16, 32, 32) if args.smoke else (64, 128, 128))
+        make_plan(image.shape, (1.0, 1.0, 1.0), 1, cfg).apply(cfg)
+        torch.manual_seed(0)
+        model = UNet(cfg.model).eval()
+        normalizer = fit_normalizer(image[None], cfg.data)
+        info["weights_from"] = "random (He initialisation, seed 0)"
+    else:
+        from napari_unetseg.core.checkpoint import load_checkpoint, save_checkpoint
+
+        if args.checkpoint:
+            ckpt = load_checkpoint(args.checkpoint)
+            info["weights_from"] = f"checkpoint {args.checkpoint}"
+        else:
+            ckpt = _train_briefly(args, info)
+        cfg = ckpt.config
+        model = ckpt.build_model("cpu")
+        normalizer = ckpt.normalizer
+        save_checkpoint(ckpt, workdir / "model.safetensors")
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(workdir / "weights.safetensors"))
+    (workdir / "config.json").write_text(cfg.to_json())
+    (workdir / "normalizer.json").write_text(json.dumps(normalizer.to_dict()))
+    window = tuple(int(s) for s in cfg.data.patch_size)
+    window_batch = cfg.infer.window_batch or auto_window_batch(window, "cpu", model)
+    info.update(
+        window=list(window),
+        window_batch=int(window_batch),
+        model={
+            "base_width": cfg.model.base_width,
+            "depth": cfg.model.depth,
+            "num_classes": cfg.model.num_classes,
+            "norm": cfg.model.norm,
+            "pool": cfg.model.pool,
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        },
+        infer_config=cfg.to_dict()["infer"],
+        has_checkpoint=ckpt is not None,
+    )
+    return info
+
+
+def _train_briefly(args, info: dict):
+    from napari_unetseg.core.annotations import sparsify
+    from napari_unetseg.core.events import run_to_completion
+    from napari_unetseg.core.sample import make_sample
+    from napari_unetseg.core.training import Trainer
+
+    cfg = _base_config(args.smoke)
+    cfg.train.iterations = args.train_iterations
+    cfg.train.validate_every = 10**9
+    shape = (16, 32, 32) if args.smoke else (64, 128, 128)
+    image, semantic, _ = make_sample(shape=shape, seed=0)
+    annotation = sparsify(semantic, fraction=0.1, seed=0)
+    t0 = time.perf_counter()
+    ckpt = run_to_completion(Trainer(image[None], annotation, cfg).run()).result
+    info["weights_from"] = (
+        f"trained {ckpt.iterations} iterations on make_sample{shape} with 10 % of "
+        f"slices annotated ({time.perf_counter() - t0:.1f} s)"
+    )
+    return ckpt
+
+
+def prepare_volume(shape, workdir: Path) -> tuple[Path, Path]:
+    """Raw and normalised volumes (1, Z, Y, X) float32 written as .npy files."""
+    from napari_unetseg.core.data import Normalizer
+    from napari_unetseg.core.sample import make_sample
+
+    normalizer = Normalizer.from_dict(json.loads((workdir / "normalizer.json").read_text()))
+    image, _, _ = make_sample(shape=tuple(shape), seed=1)
+    raw = np.ascontiguousarray(image[None], dtype=np.float32)
+    norm = np.ascontiguousarray(normalizer.apply(raw), dtype=np.float32)
+    tag = "x".join(map(str, shape))
+    raw_path, norm_path = workdir / f"raw_{tag}.npy", workdir / f"norm_{tag}.npy"
+    np.save(raw_path, raw)
+    np.save(norm_path, norm)
+    return raw_path, norm_path
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _load_model(workdir: Path):
+    from safetensors.torch import load_file
+
+    from napari_unetseg.core.config import Config
+    from napari_unetseg.core.model import UNet
+
+    cfg = Config.from_json((workdir / "config.json").read_text())
+    model = UNet(cfg.model)
+    model.load_state_dict(load_file(str(workdir / "weights.safetensors")))
+    model.eval()
+    return model, cfg
+
+
+def drain_sliding_window(gen) -> Any:
+    """Run a sliding-window generator to its end; return what it produced (the value of a
+    Done event, a returned value or the last array it yielded)."""
+    from napari_unetseg.core.events import Done, Info, Progress
+
+    result = None
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            if stop.value is not None:
+                result = stop.value
+            break
+        if isinstance(ev, Done):
+            result = ev.result
+        elif not isinstance(ev, (Info, Progress)):
+            result = ev
+    return result
+
+
+def _as_probabilities(result) -> np.ndarray:
+    import torch
+
+    if isinstance(result, tuple):
+        result = result[0]
+    if hasattr(result, "probabilities"):
+        result = result.probabilities
+    if isinstance(result, torch.Tensor):
+        result = result.detach().float().cpu().numpy()
+    result = np.asarray(result)
+    if result.ndim == 5:
+        result = result[0]
+    return result
+
+
+def worker(a: dict) -> dict:
+    """One measurement (normally in a fresh interpreter): load, warm up on a crop of the
+    volume with the very call that is timed, then time that call on the whole volume."""
+    import torch
+
+    workdir = Path(a["workdir"])
+    variant = a["variant"]
+    window = tuple(a["window"])
+    model, cfg = _load_model(workdir)
+    image = np.load(a["norm_path"] if variant != "ours_predict" else a["raw_path"])
+    res: dict[str, Any] = {"variant": variant, "dtype": "float32"}
+
+    if variant.startswith("monai"):
+        from monai.inferers import sliding_window_inference
+
+        sw = int(a["sw_batch_size"])
+
+        def call(img):
+            with torch.no_grad():
+                logits = sliding_window_inference(
+                    torch.from_numpy(img)[None],
+                    roi_size=window,
+                    sw_batch_size=sw,
+                    predictor=model,
+                    overlap=0.25,
+                    mode="gaussian",
+                    sigma_scale=0.125,
+                )
+                return torch.softmax(logits, dim=1)[0]
+
+    elif variant == "ours_sw":
+        from napari_unetseg.core.device import autocast_dtype, configure_threads
+        from napari_unetseg.core.inference import sliding_window
+
+        configure_threads(cfg.train.threads)
+        device = torch.device("cpu")
+        dtype = autocast_dtype(device, cfg.infer.precision)
+        res["dtype"] = "float32" if dtype is None else str(dtype).replace("torch.", "")
+
+        def call(img):
+            return drain_sliding_window(
+                sliding_window(model, img, window, cfg.infer, device=device, dtype=dtype)
+            )
+
+    elif variant == "ours_predict":
+        from napari_unetseg.core.checkpoint import load_checkpoint
+        from napari_unetseg.core.events import run_to_completion
+        from napari_unetseg.core.inference import predict
+
+        ckpt = load_checkpoint(workdir / "model.safetensors")
+
+        def call(img):
+            return run_to_completion(predict(ckpt, img, ckpt.config.infer)).result
+
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+
+    # warm-up: the same call on a crop a little larger than one window, so that lazy
+    # imports, kernel selection and first allocations are not counted as inference
+    crop = tuple(slice(0, min(s, w + w // 2)) for s, w in zip(image.shape[1:], window))
+    call(np.ascontiguousarray(image[(slice(None), *crop)]))
+
+    res["threads"] = torch.get_num_threads()
+    res["rss_before_bytes"] = C.current_rss_bytes()
+    t0 = time.perf_counter()
+    out = call(image)
+    res["seconds"] = time.perf_counter() - t0
+    if variant == "ours_predict":
+        labels = np.asarray(out.labels)
+    else:
+        labels = _as_probabilities(out).argmax(0)
+    if a.get("labels_path"):
+        np.save(a["labels_path"], labels.astype(np.uint8))
+    res["shape"] = list(labels.shape)
+    return res
+
+
+def _in_process(args: dict) -> dict:
+    """The worker called in this interpreter (``--inprocess``: quick, but the memory
+    figures then describe the whole run, not one measurement)."""
+    res = worker(args)
+    res["peak_rss_bytes"] = C.peak_rss_bytes()
+    return res
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args) -> dict:
+    env = C.environment()
+    print(C.describe_env(env), file=sys.stderr)
+    sizes = _parse_sizes(args.sizes or (SMOKE_SIZES if args.smoke else FULL_SIZES))
+    repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 3)
+    with tempfile.TemporaryDirectory(prefix="unetseg-bench-") as tmp:
+        workdir = Path(tmp)
+        print("preparing the model ...", file=sys.stderr, flush=True)
+        info = prepare_model(args, workdir)
+        window, wb = info["window"], info["window_batch"]
+        rows = []
+        for shape in sizes:
+            n_vox = int(np.prod(shape))
+            large = n_vox > LARGE_VOXELS
+            reps = args.large_repeats if (large and args.large_repeats) else repeats
+            raw_path, norm_path = prepare_volume(shape, workdir)
+            variants = ["monai_sw1"]
+            if wb > 1 and not (large and not args.all_variants):
+                variants.append("monai_swN")
+            variants.append("ours_sw")
+            if info["has_checkpoint"]:
+                variants.append("ours_predict")
+            tag = "x".join(map(str, shape))
+            print(f"volume {tag}: {variants}, {reps} repeat(s)", file=sys.stderr, flush=True)
+
+            def make(variant, rep_box, tag=tag, raw_path=raw_path, norm_path=norm_path):
+                def fn():
+                    rep_box[0] += 1
+                    labels_path = (
+                        workdir / f"labels_{variant}_{tag}.npy" if rep_box[0] == 1 else None
+                    )
+                    runner = _in_process if args.inprocess else partial(C.run_worker, MODULE)
+                    return runner(
+                        {
+                            "workdir": str(workdir),
+                            "variant": variant,
+                            "window": window,
+                            "sw_batch_size": 1 if variant == "monai_sw1" else wb,
+                            "raw_path": str(raw_path),
+                            "norm_path": str(norm_path),
+                            "labels_path": str(labels_path) if labels_path else None,
+                        },
+                    )
+
+                return fn
+
+            runs = C.interleave({v: make(v, [0]) for v in variants}, reps)
+            ref_labels = np.load(workdir / f"labels_monai_sw1_{tag}.npy")
+            ref_s = C.median([r["seconds"] for r in runs["monai_sw1"]])
+            for v in variants:
+                labels = np.load(workdir / f"labels_{v}_{tag}.npy")
+                sec = C.median([r["seconds"] for r in runs[v]])
+                rows.append(
+                    {
+                        "size": tag,
+                        "variant": v,
+                        "sw_batch": 1 if v == "monai_sw1" else wb,
+                        "repeats": reps,
+                        "seconds": sec,
+                        "seconds_all": [r["seconds"] for r in runs[v]],
+                        "voxels_per_second": n_vox / sec,
+                        "mvoxels_per_second": n_vox / sec / 1e6,
+                        "ratio_vs_monai_sw1": ref_s / sec,
+                        "peak_rss_mib": C.mib(max(r["peak_rss_bytes"] for r in runs[v])),
+                        "rss_rise_mib": C.mib(
+                            max(r["peak_rss_bytes"] - r["rss_before_bytes"] for r in runs[v])
+                        ),
+                        "argmax_agreement": float((labels == ref_labels).mean()),
+                        "agreement_pct": 100.0 * float((labels == ref_labels).mean()),
+                        "threads": runs[v][0].get("threads"),
+                        "dtype": runs[v][0].get("dtype"),
+                    }
+                )
+    goals = {}
+    for tag in {r["size"] for r in rows}:
+        ours = [r for r in rows if r["size"] == tag and r["variant"].startswith("ours")]
+        goals[tag] = {
+            "ratio_ours_sw_vs_monai_sw1": next(
+                r["ratio_vs_monai_sw1"] for r in ours if r["variant"] == "ours_sw"
+            ),
+            "speed_goal_met": all(r["ratio_vs_monai_sw1"] >= GOAL_RATIO for r in ours),
+            "agreement_goal_met": all(r["argmax_agreement"] >= GOAL_AGREEMENT for r in ours),
+        }
+    return {
+        "benchmark": "inference",
+        "command": "python -m benchmarks.inference " + " ".join(args.argv),
+        "smoke": bool(args.smoke),
+        "environment": env,
+        "setup": {
+            **info,
+            "overlap": 0.25,
+            "blend": "gaussian, sigma_scale 0.125 (MONAI); ours: InferConfig default",
+            "reference": "monai.inferers.sliding_window_inference, float32, torch.no_grad",
+        },
+        "goals": {"ratio": GOAL_RATIO, "argmax_agreement": GOAL_AGREEMENT, "per_size": goals},
+        "measured_in": "this interpreter" if args.inprocess else "a fresh interpreter each",
+        "results": rows,
+    }
+
+
+def print_table(data: dict) -> None:
+    print(C.describe_env(data["environment"]))
+    s = data["setup"]
+    print(f"window {s['window']}, window batch {s['window_batch']}, weights: {s['weights_from']}")
+    print(
+        C.table(
+            data["results"],
+            [
+                ("size", "volume", ""),
+                ("variant", "variant", ""),
+                ("sw_batch", "batch", "d"),
+                ("dtype", "dtype", ""),
+                ("seconds", "seconds", ".2f"),
+                ("mvoxels_per_second", "Mvox/s", ".3f"),
+                ("ratio_vs_monai_sw1", "x MONAI", ".2f"),
+                ("peak_rss_mib", "peak MiB", ".0f"),
+                ("rss_rise_mib", "rise MiB", ".0f"),
+                ("agreement_pct", "agree %", ".3f"),
+            ],
+        )
+    )
+    for tag, g in data["goals"]["per_size"].items():
+        print(
+            f"{tag}: ours_sw {g['ratio_ours_sw_vs_monai_sw1']:.2f}x MONAI sw_batch_size=1 "
+            f"(speed goal {'met' if g['speed_goal_met'] else 'NOT met'}, agreement goal "
+            f"{'met' if g['agreement_goal_met'] else 'NOT met'})"
+        )
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.inference",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--smoke", action="store_true", help="tiny model and volume, 1 repeat")
+    p.add_argument("--sizes", help=f"volumes ZxYxX, comma separated (default {FULL_SIZES})")
+    p.add_argument("--repeats", type=int, help="interleaved repeats (default 3)")
+    p.add_argument(
+        "--large-repeats",
+        type=int,
+        default=1,
+        help=f"repeats for volumes over {LARGE_VOXELS:,} voxels (default 1)",
+    )
+    p.add_argument(
+        "--all-variants", action="store_true", help="also run monai_swN on large volumes"
+    )
+    p.add_argument("--checkpoint", help="use this model instead of training one briefly")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="untrained network (no predict variant: it needs a checkpoint)",
+    )
+    p.add_argument(
+        "--train-iterations",
+        type=int,
+        default=None,
+        help="iterations of the brief training (default 40; smoke 2)",
+    )
+    p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/...)")
+    p.add_argument(
+        "--inprocess",
+        action="store_true",
+        help="measure in this interpreter (default with --smoke; memory figures "
+        "then cover the whole run)",
+    )
+    p.add_argument(
+        "--subprocess",
+        action="store_true",
+        help="with --smoke: still measure each variant in a fresh interpreter",
+    )
+    args = p.parse_args(argv)
+    args.argv = argv
+    args.inprocess = args.inprocess or (args.smoke and not args.subprocess)
+    if args.train_iterations is None:
+        args.train_iterations = 2 if args.smoke else 40
+    out = args.out or str(
+        C.RESULTS_DIR / ("inference_smoke.json" if args.smoke else "inference.json")
+    )
+    data = run(args)
+    C.write_json(data, out)
+    print_table(data)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        C.worker_entry(worker)
+    else:
+        sys.exit(main())

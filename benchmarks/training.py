@@ -1,0 +1,303 @@
+"""Training throughput: the napari-unetseg Trainer against a plain PyTorch loop.
+
+The reference is the loop a course notebook writes: the same U-Net (same configuration,
+same patch and batch size), float32, default memory format, ``torch.optim.Adam``,
+``nn.CrossEntropyLoss(ignore_index=-1)``, patches cut by a simple numpy random crop, no
+augmentation, no channels_last, no thread tuning. Ours is
+:class:`napari_unetseg.core.training.Trainer` with the default settings (its sampler,
+augmentation, cross-entropy + Dice loss, precision and thread choice), validation moved
+out of the measured window.
+
+Both run on :func:`make_sample` (64x128x128) with 10 % of the slices annotated, each
+repeat in a fresh interpreter, repeats interleaved (reference, ours, ...); after
+``--warmup`` steps, ``--steps`` steps are timed. Throughput is patch voxels per second
+(batch x patch voxels per step, the same work on both sides); annotated voxels per second
+is reported too.
+
+Usage::
+
+    python -m benchmarks.training [--smoke] [--steps 20] [--repeats 3]
+        [--out benchmarks/results/training.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from benchmarks import _common as C
+
+MODULE = "benchmarks.training"
+GOAL_RATIO = 1.5
+
+
+def _config(smoke: bool):
+    from napari_unetseg.core.config import Config
+
+    cfg = Config()
+    cfg.model.num_classes = 3
+    cfg.class_names = ["bright", "textured"]
+    cfg.train.device = "cpu"
+    cfg.infer.device = "cpu"
+    if smoke:
+        cfg.model.base_width = 4
+        cfg.model.depth = 2
+        cfg.data.patch_size = (8, 16, 16)
+        cfg.train.batch_size = 1
+    return cfg
+
+
+def _data(smoke: bool):
+    from napari_unetseg.core.annotations import sparsify
+    from napari_unetseg.core.sample import make_sample
+
+    shape = (16, 32, 32) if smoke else (64, 128, 128)
+    image, semantic, _ = make_sample(shape=shape, seed=0)
+    annotation = sparsify(semantic, fraction=0.1, seed=0)
+    return image, annotation
+
+
+def resolve_config(smoke: bool) -> dict:
+    """Fill the planned values (patch size, pooling, batch size) so both sides agree."""
+    from napari_unetseg.core.planning import make_plan
+
+    cfg = _config(smoke)
+    image, _ = _data(smoke)
+    plan = make_plan(image.shape, (1.0, 1.0, 1.0), 1, cfg)
+    cfg.data.patch_size = tuple(int(p) for p in plan.patch_size)
+    cfg.model.pool = [list(map(int, k)) for k in plan.pool]
+    cfg.model.depth = int(plan.depth)
+    cfg.model.base_width = int(plan.base_width)
+    cfg.train.batch_size = int(plan.batch_size)
+    cfg.infer.window_batch = int(plan.window_batch)
+    return cfg.to_dict()
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _reference(cfg, image, annotation, warmup: int, steps: int) -> dict:
+    """The plain loop: numpy random crop, Adam, CrossEntropyLoss(ignore_index=-1)."""
+    import torch
+    from torch import nn
+
+    from napari_unetseg.core.model import UNet
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    img = ((image - image.mean()) / (image.std() + 1e-8)).astype(np.float32)
+    target = annotation.astype(np.int64) - 1
+    patch = tuple(cfg.data.patch_size)
+    bs = cfg.train.batch_size
+
+    def random_batch():
+        xs, ys = [], []
+        for _ in range(bs):
+            start = [int(rng.integers(0, max(s - p, 0) + 1)) for s, p in zip(img.shape, patch)]
+            sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
+            xs.append(img[sl][None])
+            ys.append(target[sl])
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+    model = UNet(cfg.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.learning_rate)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-1)
+    model.train()
+    annotated = 0
+    t0 = None
+    for it in range(warmup + steps):
+        if it == warmup:
+            t0 = time.perf_counter()
+        x, y = random_batch()
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        if it >= warmup:
+            annotated += int((y != -1).sum())
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "annotated_voxels": annotated, "dtype": "torch.float32"}
+
+
+def _ours(cfg, image, annotation, warmup: int, steps: int) -> dict:
+    from napari_unetseg.core.events import Step
+    from napari_unetseg.core.training import Trainer
+
+    cfg.train.iterations = warmup + steps
+    cfg.train.validate_every = 10**9  # validation is not throughput
+    trainer = Trainer(image[None], annotation, cfg)
+    t0 = t1 = None
+    reported = []
+    for ev in trainer.run():
+        if isinstance(ev, Step):
+            if ev.iteration == warmup:
+                t0 = time.perf_counter()
+            elif ev.iteration > warmup:
+                reported.append(ev.voxels_per_second)
+                if ev.iteration == warmup + steps:
+                    t1 = time.perf_counter()
+    if t0 is None or t1 is None:
+        raise RuntimeError("the Trainer did not report the expected Step events")
+    seconds = t1 - t0
+    # the Trainer's own figure: annotated patch voxels per second, averaged over steps
+    annotated = float(np.median(reported)) * seconds if reported else None
+    return {"seconds": seconds, "annotated_voxels": annotated, "reported_vps": reported}
+
+
+def worker(a: dict) -> dict:
+    import torch
+
+    from napari_unetseg.core.config import Config
+
+    cfg = Config.from_dict(a["config"])
+    image, annotation = _data(a["smoke"])
+    fn = _reference if a["variant"] == "reference" else _ours
+    res = fn(cfg, image, annotation, a["warmup"], a["steps"])
+    res["threads"] = torch.get_num_threads()
+    res["variant"] = a["variant"]
+    return res
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args) -> dict:
+    env = C.environment()
+    print(C.describe_env(env), file=sys.stderr)
+    cfg_dict = resolve_config(args.smoke)
+    patch = cfg_dict["data"]["patch_size"]
+    bs = cfg_dict["train"]["batch_size"]
+    voxels_per_step = bs * int(np.prod(patch))
+    print(f"patch {patch}, batch {bs}", file=sys.stderr, flush=True)
+
+    def make(variant):
+        return lambda: C.run_worker(
+            MODULE,
+            {
+                "variant": variant,
+                "config": cfg_dict,
+                "smoke": args.smoke,
+                "warmup": args.warmup,
+                "steps": args.steps,
+            },
+        )
+
+    runs = C.interleave({"reference": make("reference"), "ours": make("ours")}, args.repeats)
+    ref_s = C.median([r["seconds"] for r in runs["reference"]])
+    rows = []
+    for v in ("reference", "ours"):
+        sec = C.median([r["seconds"] for r in runs[v]])
+        ann = C.median(
+            [
+                r["annotated_voxels"] / r["seconds"]
+                for r in runs[v]
+                if r.get("annotated_voxels") is not None
+            ]
+        )
+        rows.append(
+            {
+                "variant": v,
+                "steps": args.steps,
+                "seconds": sec,
+                "seconds_all": [r["seconds"] for r in runs[v]],
+                "steps_per_second": args.steps / sec,
+                "patch_voxels_per_second": args.steps * voxels_per_step / sec,
+                "annotated_voxels_per_second": ann,
+                "ratio_vs_reference": ref_s / sec,
+                "peak_rss_mib": C.mib(max(r["peak_rss_bytes"] for r in runs[v])),
+                "threads": runs[v][0]["threads"],
+            }
+        )
+    ratio = rows[1]["ratio_vs_reference"]
+    return {
+        "benchmark": "training",
+        "command": "python -m benchmarks.training " + " ".join(args.argv),
+        "smoke": bool(args.smoke),
+        "environment": env,
+        "setup": {
+            "data": "make_sample 16x32x32" if args.smoke else "make_sample 64x128x128",
+            "annotation": "sparsify(semantic, 0.1)",
+            "patch_size": patch,
+            "batch_size": bs,
+            "model": {k: cfg_dict["model"][k] for k in ("base_width", "depth", "norm", "pool")},
+            "warmup_steps": args.warmup,
+            "timed_steps": args.steps,
+            "repeats": args.repeats,
+            "reference": "UNet + Adam + CrossEntropyLoss(ignore_index=-1), numpy random "
+            "crop, float32, no augmentation, default threads",
+        },
+        "goals": {"ratio": GOAL_RATIO, "ratio_measured": ratio, "met": ratio >= GOAL_RATIO},
+        "results": rows,
+    }
+
+
+def print_table(data: dict) -> None:
+    print(C.describe_env(data["environment"]))
+    s = data["setup"]
+    print(f"patch {s['patch_size']}, batch {s['batch_size']}, {s['timed_steps']} timed steps")
+    rows = [
+        dict(
+            r,
+            mvps=r["patch_voxels_per_second"] / 1e6,
+            amvps=(r["annotated_voxels_per_second"] or float("nan")) / 1e6,
+        )
+        for r in data["results"]
+    ]
+    print(
+        C.table(
+            rows,
+            [
+                ("variant", "variant", ""),
+                ("seconds", "seconds", ".2f"),
+                ("steps_per_second", "steps/s", ".2f"),
+                ("mvps", "patch Mvox/s", ".3f"),
+                ("amvps", "annotated Mvox/s", ".4f"),
+                ("ratio_vs_reference", "x reference", ".2f"),
+                ("peak_rss_mib", "peak MiB", ".0f"),
+                ("threads", "threads", "d"),
+            ],
+        )
+    )
+    g = data["goals"]
+    print(
+        f"ours / reference = {g['ratio_measured']:.2f} "
+        f"(goal >= {g['ratio']}: {'met' if g['met'] else 'NOT met'})"
+    )
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--smoke", action="store_true", help="tiny model and volume")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 3)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3)")
+    p.add_argument("--out", default=None, help="JSON output")
+    args = p.parse_args(argv)
+    args.argv = argv
+    args.steps = args.steps or (3 if args.smoke else 20)
+    args.warmup = args.warmup or (1 if args.smoke else 3)
+    args.repeats = args.repeats or (1 if args.smoke else 3)
+    out = args.out or str(
+        C.RESULTS_DIR / ("training_smoke.json" if args.smoke else "training.json")
+    )
+    data = run(args)
+    C.write_json(data, out)
+    print_table(data)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        C.worker_entry(worker)
+    else:
+        sys.exit(main())
