@@ -1,0 +1,151 @@
+"""Run the core's event generators in a background thread for the dock widgets.
+
+The core's long-running work (training, prediction) is a generator of small typed
+events (:mod:`napari_unetseg.core.events`). :class:`EventRunner` drives such a generator
+in a napari thread worker and hands every event to a callback on the main thread, where
+the widget turns it into layer and plot updates. The worker thread never touches the
+viewer or a Qt object.
+
+Optimisation steps can arrive hundreds of times per second with a small model, so the
+worker side groups consecutive :class:`~napari_unetseg.core.events.Step` events into one
+:class:`Steps` message at most every ``step_interval`` seconds (and drops intermediate
+:class:`~napari_unetseg.core.events.Progress` events the same way): the main thread then
+stays responsive whatever the speed of the work.
+
+Stopping is cooperative: :meth:`EventRunner.stop` sets the
+:class:`~napari_unetseg.core.events.CancelToken` that the core checks between steps, and
+the core still yields its final ``Done`` (with the model so far). :meth:`EventRunner.abort`
+additionally quits the worker, for when the widget or the viewer goes away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.events import CancelToken, Done, Progress, Step
+
+
+@dataclass
+class Steps:
+    """Consecutive optimisation steps grouped for the main thread (oldest first)."""
+
+    steps: list = field(default_factory=list)
+
+    @property
+    def last(self) -> Step:
+        return self.steps[-1]
+
+
+def coalesce(events: Iterator[Any], step_interval: float = 0.1) -> Iterator[Any]:
+    """Group Step events into :class:`Steps` and thin out Progress events.
+
+    Every other event passes through unchanged and in order; pending steps are flushed
+    before it, so the order of information is kept. Runs in the worker thread.
+    """
+    pending: list = []
+    last_progress: Progress | None = None
+    last_emit = time.perf_counter()
+    for ev in events:
+        now = time.perf_counter()
+        if isinstance(ev, Step):
+            pending.append(ev)
+            if now - last_emit >= step_interval:
+                yield Steps(pending)
+                pending = []
+                last_emit = now
+            continue
+        if isinstance(ev, Progress):
+            last_progress = ev
+            if now - last_emit >= step_interval or ev.done >= ev.total:
+                yield ev
+                last_progress = None
+                last_emit = now
+            continue
+        if pending:
+            yield Steps(pending)
+            pending = []
+        if last_progress is not None and isinstance(ev, Done):
+            yield last_progress
+            last_progress = None
+        last_emit = now
+        yield ev
+    if pending:
+        yield Steps(pending)
+
+
+class EventRunner:
+    """Drive one core event generator at a time in a napari ``GeneratorWorker``.
+
+    ``factory(token)`` is called IN THE WORKER THREAD and returns the event generator, so
+    that slow set-up (importing torch, building the model) does not block the window.
+    Callbacks run on the main thread:
+
+    - ``on_event(event)`` for every event (Step events arrive grouped as :class:`Steps`);
+    - ``on_error(exception)`` when the work raised;
+    - ``on_finished()`` at the very end, whether it completed, failed or was stopped.
+    """
+
+    def __init__(self, step_interval: float = 0.1):
+        self.step_interval = step_interval
+        self.worker = None
+        self.token: CancelToken | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(
+        self,
+        factory: Callable[[CancelToken], Iterator[Any]],
+        on_event: Callable[[Any], None],
+        on_error: Callable[[BaseException], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+    ):
+        """Start the work; returns the worker (its ``finished`` signal ends every run)."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            raise RuntimeError("work is already running; stop it first")
+        token = CancelToken()
+        interval = self.step_interval
+
+        def _work():
+            yield from coalesce(factory(token), interval)
+
+        worker = create_worker(_work, _start_thread=False)
+        self.token = token
+        self.error = None
+        self.worker = worker
+
+        def _errored(exc):
+            self.error = exc
+            if on_error is not None:
+                on_error(exc)
+
+        def _finished():
+            if self.worker is worker:
+                self.worker = None
+            if on_finished is not None:
+                on_finished()
+
+        worker.yielded.connect(on_event)
+        worker.errored.connect(_errored)
+        worker.finished.connect(_finished)
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """Ask the work to stop after the current step; it still reports ``Done``."""
+        if self.token is not None:
+            self.token.cancel()
+
+    def abort(self) -> None:
+        """Stop and quit the worker without waiting for its last events."""
+        self.stop()
+        worker = self.worker
+        if worker is not None:
+            worker.quit()
