@@ -1,0 +1,425 @@
+"""Sliding-window prediction: blending, layout, TTA, cancellation, memory, predict()."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unetseg.core.config import Config, InferConfig, ModelConfig
+from napari_unetseg.core.events import Cancelled, CancelToken, Done, Info, Progress
+from napari_unetseg.core.inference import (
+    MIN_WEIGHT,
+    Prediction,
+    Slab,
+    count_windows,
+    importance_map,
+    predict,
+    predict_volume,
+    sliding_window,
+    sliding_window_slabs,
+    window_grid,
+    window_starts,
+)
+from napari_unetseg.core.model import UNet
+
+
+def _drain(gen):
+    events = list(gen)
+    assert isinstance(events[-1], Done)
+    return events[-1].result, events[:-1]
+
+
+def _full_softmax(model, image):
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(image)[None]), 1)[0].numpy()
+
+
+def _conv1(cin, k, dims=3, seed=0):
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv3d(cin, k, 1) if dims == 3 else torch.nn.Conv2d(cin, k, 1)
+    return conv.eval()
+
+
+def _symmetric_conv(cin, k, seed=0):
+    """A 3x3x3 convolution whose kernel is symmetric under every flip: flip-equivariant."""
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv3d(cin, k, 3, padding=1)
+    with torch.no_grad():
+        w = conv.weight
+        for axes in ((2,), (3,), (4,)):
+            w.copy_((w + torch.flip(w, axes)) / 2)
+    return conv.eval()
+
+
+def _unet(cin=1, k=3, dims=3, seed=0):
+    torch.manual_seed(seed)
+    return UNet(
+        ModelConfig(spatial_dims=dims, in_channels=cin, num_classes=k, base_width=4, depth=3)
+    ).eval()
+
+
+def _image(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+# ------------------------------------------------------------------------ layout
+
+
+def test_window_starts_cover_the_axis_flush_with_the_border():
+    for size, window, overlap in [(100, 32, 0.25), (33, 16, 0.5), (35, 8, 0.0), (64, 64, 0.5)]:
+        starts = window_starts(size, window, overlap)
+        assert starts[0] == 0
+        assert starts[-1] + window == size
+        steps = np.diff(starts)
+        assert (steps <= window * (1 - overlap) + 0.5).all()
+        assert (steps > 0).all()
+    assert window_starts(10, 32, 0.5) == [0]
+
+
+def test_window_count_is_not_above_monai():
+    # MONAI: interval int(w * (1 - overlap)), ceil((size - w) / interval) + 1 windows.
+    for size, window, overlap in [(100, 30, 0.25), (513, 96, 0.5), (77, 20, 0.3)]:
+        interval = max(int(window * (1 - overlap)), 1)
+        monai = int(np.ceil((size - window) / interval)) + 1
+        assert len(window_starts(size, window, overlap)) <= monai
+
+
+def test_window_grid_is_sorted_along_the_first_axis():
+    grid = window_grid((40, 30, 20), (16, 16, 16), 0.5)
+    assert len(grid) == count_windows((40, 30, 20), (16, 16, 16), 0.5)
+    assert [g[0] for g in grid] == sorted(g[0] for g in grid)
+
+
+def test_importance_map_is_symmetric_peaked_and_positive():
+    w = importance_map((9, 16, 17))
+    assert w.shape == (9, 16, 17)
+    assert w.max() == pytest.approx(1.0)
+    assert w.min() >= MIN_WEIGHT
+    for axis in range(3):
+        np.testing.assert_allclose(w, np.flip(w, axis), atol=1e-7)
+    assert w[4, 8, 8] > w[0, 8, 8] > 0
+    assert (importance_map((4, 4), "constant") == 1).all()
+
+
+# ------------------------------------------------------------------------ blending
+
+
+def test_single_window_equals_full_forward_pass():
+    model = _unet(cin=2, k=3)
+    image = _image((2, 17, 33, 35))
+    probs, events = _drain(sliding_window(model, image, (17, 33, 35), InferConfig()))
+    np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-5)
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[-1].done == progress[-1].total == 1
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.8])
+def test_many_windows_on_a_pointwise_network_equal_the_full_forward(overlap):
+    model = _conv1(2, 4)
+    image = _image((2, 17, 33, 35))
+    cfg = InferConfig(overlap=overlap, window_batch=3)
+    probs, events = _drain(sliding_window(model, image, (8, 16, 12), cfg))
+    assert probs.shape == (4, 17, 33, 35)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-6)
+    total = count_windows((17, 33, 35), (8, 16, 12), overlap)
+    assert total > 10
+    assert [e.done for e in events if isinstance(e, Progress)][-1] == total
+
+
+def test_constant_blending_also_reproduces_the_full_forward():
+    model = _conv1(1, 2)
+    image = _image((1, 20, 21, 22))
+    cfg = InferConfig(overlap=0.5, blend="constant", window_batch=2)
+    probs, _ = _drain(sliding_window(model, image, (8, 8, 8), cfg))
+    np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-6)
+
+
+def test_2d_images_and_multichannel():
+    model = _conv1(3, 2, dims=2)
+    image = _image((3, 45, 31))
+    probs, _ = _drain(sliding_window(model, image, (16, 16), InferConfig(overlap=0.3)))
+    assert probs.shape == (2, 45, 31)
+    np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-6)
+    unet_probs, _ = _drain(sliding_window(_unet(cin=3, k=2, dims=2), image, (16, 16)))
+    np.testing.assert_allclose(unet_probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_volume_smaller_than_the_window_is_padded_and_cropped_back():
+    model = _conv1(1, 3)
+    image = _image((1, 5, 33, 9))
+    probs, _ = _drain(sliding_window(model, image, (16, 16, 16), InferConfig()))
+    assert probs.shape == (3, 5, 33, 9)
+    # a pointwise network does not see the padding
+    np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-6)
+    # a network with context sees it; the output is still a distribution of the right shape
+    image = _image((1, 3, 7, 40))  # padding wider than the axis itself: replicate padding
+    probs, _ = _drain(sliding_window(_unet(k=3), image, (16, 16, 16)))
+    assert probs.shape == (3, 3, 7, 40)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_window_batch_does_not_change_the_result():
+    model = _unet(cin=1, k=3)
+    image = _image((1, 23, 30, 26))
+    results = [
+        _drain(sliding_window(model, image, (16, 16, 16), InferConfig(window_batch=b)))[0]
+        for b in (1, 4)
+    ]
+    np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+    assert not np.allclose(results[0], results[0][:, ::-1])  # not a trivial output
+
+
+def test_flip_tta_on_a_flip_equivariant_network_changes_nothing():
+    model = _symmetric_conv(1, 3)
+    image = _image((1, 19, 22, 21))
+    plain, _ = _drain(sliding_window(model, image, (12, 12, 12), InferConfig(overlap=0.5)))
+    tta, _ = _drain(sliding_window(model, image, (12, 12, 12), InferConfig(overlap=0.5, tta=True)))
+    np.testing.assert_allclose(tta, plain, atol=1e-5)
+    # ... while on a general network TTA does change the output
+    unet = _unet(k=3)
+    a, _ = _drain(sliding_window(unet, image, (16, 16, 16), InferConfig()))
+    b, _ = _drain(sliding_window(unet, image, (16, 16, 16), InferConfig(tta=True)))
+    assert np.abs(a - b).max() > 1e-4
+
+
+def test_bad_input_is_rejected_with_a_clear_message():
+    model = _conv1(1, 2)
+    with pytest.raises(ValueError, match="channels first"):
+        list(sliding_window(model, np.zeros((4, 4), np.float32), (4, 4)))
+    with pytest.raises(ValueError, match="one size per axis"):
+        list(sliding_window(model, np.zeros((1, 4, 4, 4), np.float32), (4, 4)))
+    bad = np.zeros((1, 6, 6, 6), np.float32)
+    bad[0, 3, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        list(sliding_window(model, bad, (4, 4, 4)))
+
+
+# ------------------------------------------------------------------------ control
+
+
+def test_cancel_between_batches_raises_cancelled():
+    model = _conv1(1, 2)
+    image = _image((1, 30, 30, 30))
+    token = CancelToken()
+    gen = sliding_window(model, image, (8, 8, 8), InferConfig(window_batch=1), cancel=token)
+    seen = []
+
+    def consume():
+        for ev in gen:
+            if isinstance(ev, Progress):
+                seen.append(ev.done)
+                if ev.done == 2:
+                    token.cancel()
+
+    with pytest.raises(Cancelled):
+        consume()
+    assert seen[-1] == 2
+
+
+class _OOMOnce(torch.nn.Module):
+    """Raises an out-of-memory error the first time it sees a batch of more than one."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.raised = 0
+
+    def forward(self, x):
+        if x.shape[0] > 1 and not self.raised:
+            self.raised += 1
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x)
+
+
+class _OOMLargeWindow(torch.nn.Module):
+    """Runs out of memory for any window longer than ``limit`` voxels along an axis."""
+
+    def __init__(self, inner, limit):
+        super().__init__()
+        self.inner = inner
+        self.limit = limit
+        self.raised = 0
+
+    def forward(self, x):
+        if max(x.shape[2:]) > self.limit:
+            self.raised += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x)
+
+
+def test_out_of_memory_halves_the_window_batch_and_gives_the_same_result():
+    inner = _unet(k=2)
+    image = _image((1, 21, 24, 27))
+    ref, _ = _drain(sliding_window(inner, image, (16, 16, 16), InferConfig(window_batch=1)))
+    model = _OOMOnce(inner)
+    probs, events = _drain(sliding_window(model, image, (16, 16, 16), InferConfig(window_batch=4)))
+    assert model.raised == 1
+    warnings = [e for e in events if isinstance(e, Info) and e.level == "warning"]
+    assert any("retrying with 2" in e.message for e in warnings)
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+
+
+def test_out_of_memory_with_one_window_halves_the_window():
+    inner = _conv1(1, 3)
+    image = _image((1, 21, 24, 27))
+    model = _OOMLargeWindow(inner, limit=8)
+    probs, events = _drain(sliding_window(model, image, (16, 16, 16), InferConfig(window_batch=2)))
+    assert model.raised >= 2
+    assert any(isinstance(e, Info) and "(8, 8, 8)" in e.message for e in events)
+    np.testing.assert_allclose(probs, _full_softmax(inner, image), atol=1e-6)
+
+
+def test_out_of_memory_at_the_smallest_window_is_a_clear_error():
+    model = _OOMLargeWindow(_conv1(1, 2), limit=0)
+    with pytest.raises(RuntimeError, match="device 'cpu'"):
+        list(sliding_window(model, _image((1, 4, 4, 4)), (2, 2, 2)))
+
+
+# ------------------------------------------------------------------------ memory
+
+
+def test_slabs_tile_the_first_axis_and_never_hold_the_whole_volume():
+    k, shape = 4, (96, 48, 48)
+    model = _conv1(1, k)
+    image = _image((1, *shape))
+    full = k * int(np.prod(shape)) * 4
+    labels = np.zeros(shape, np.uint8)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        covered = 0
+        for item in sliding_window_slabs(
+            model, image, (8, 16, 16), InferConfig(overlap=0.25, window_batch=4)
+        ):
+            if isinstance(item, Slab):
+                assert item.start == covered
+                assert item.probabilities.shape == (k, item.stop - item.start, 48, 48)
+                labels[item.start : item.stop] = item.probabilities.argmax(0)
+                covered = item.stop
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert covered == shape[0]
+    # the blending buffers and slabs are numpy-backed, so the peak counts them
+    assert peak > 0.05 * full
+    assert peak < 0.4 * full, f"peak {peak / 2**20:.1f} MiB vs full {full / 2**20:.1f} MiB"
+    np.testing.assert_array_equal(labels, _full_softmax(model, image).argmax(0))
+
+
+# ------------------------------------------------------------------------ predict
+
+
+class _StandInCheckpoint:
+    """The parts of a Checkpoint that predict() uses."""
+
+    def __init__(self, model_cfg: ModelConfig, task: str, patch, seed=0):
+        from napari_unetseg.core.data import Normalizer
+
+        self.config = Config()
+        self.config.model = model_cfg
+        self.config.data.patch_size = patch
+        self.config.train.task = task
+        self.config.infer.device = "cpu"
+        self.config.infer.precision = "float32"
+        self.task = task
+        cin = model_cfg.in_channels
+        self.normalizer = Normalizer(mode="zscore", offsets=[10.0] * cin, scales=[2.0] * cin)
+        torch.manual_seed(seed)
+        self._state = UNet(model_cfg).state_dict()
+
+    @property
+    def num_outputs(self):
+        return self.config.model.num_classes
+
+    def build_model(self, device="cpu"):
+        model = UNet(self.config.model)
+        model.load_state_dict(self._state)
+        return model.to(device).eval()
+
+
+def _checkpoint(task="semantic", cin=1, k=3, dims=3, patch=(16, 16, 16)):
+    cfg = ModelConfig(spatial_dims=dims, in_channels=cin, num_classes=k, base_width=4, depth=3)
+    try:
+        from napari_unetseg.core.checkpoint import Checkpoint
+        from napari_unetseg.core.data import Normalizer
+    except ImportError:
+        return _StandInCheckpoint(cfg, task, patch)
+    stand_in = _StandInCheckpoint(cfg, task, patch)
+    config = stand_in.config
+    config.class_names = ["a", "b"][: k - 1] if task == "semantic" else ["object"]
+    return Checkpoint(
+        config=config,
+        state_dict=stand_in._state,
+        normalizer=Normalizer(mode="zscore", offsets=[10.0] * cin, scales=[2.0] * cin),
+        spacing=None,
+        class_names=config.class_names,
+        task=task,
+        version="test",
+        iterations=0,
+        optimizer_state=None,
+        history=[],
+    )
+
+
+@pytest.fixture
+def postprocess():
+    return pytest.importorskip("napari_unetseg.core.postprocess")
+
+
+def test_predict_semantic_end_to_end(postprocess):
+    ckpt = _checkpoint(task="semantic", cin=2, k=3)
+    raw = 10.0 + 2.0 * _image((2, 17, 33, 35))
+    events = list(predict(ckpt, raw, keep_probabilities=True))
+    infos = [e for e in events if isinstance(e, Info)]
+    assert any("window" in e.message for e in infos)
+    assert any("cpu" in e.message.lower() for e in infos)
+    assert any(isinstance(e, Progress) for e in events)
+    pred = events[-1].result
+    assert isinstance(pred, Prediction)
+    assert pred.task == "semantic"
+    assert pred.labels.shape == (17, 33, 35)
+    assert pred.labels.dtype == np.uint8
+    assert pred.probabilities.shape == (3, 17, 33, 35)
+    assert pred.probabilities.dtype == np.float32
+    assert pred.boundaries is None
+    assert pred.instances is None
+    # same as running the sliding window on the normalised image by hand
+    model = ckpt.build_model("cpu")
+    ref, _ = _drain(sliding_window(model, (raw - 10.0) / 2.0, (16, 16, 16), ckpt.config.infer))
+    np.testing.assert_allclose(pred.probabilities, ref, atol=1e-5)
+    np.testing.assert_array_equal(pred.labels, ref.argmax(0))
+    labels_only = predict_volume(ckpt, raw, keep_probabilities=False)
+    assert labels_only.probabilities is None
+    np.testing.assert_array_equal(labels_only.labels, pred.labels)
+    half = predict_volume(ckpt, raw, probabilities_dtype="float16")
+    assert half.probabilities.dtype == np.float16
+
+
+def test_predict_instances_2d(postprocess):
+    ckpt = _checkpoint(task="instances", cin=1, k=3, dims=2, patch=(16, 16))
+    raw = 10.0 + 2.0 * _image((1, 40, 37))
+    pred = predict_volume(ckpt, raw, keep_probabilities=False)
+    assert pred.task == "instances"
+    assert pred.probabilities is None
+    assert pred.boundaries.shape == (40, 37)
+    assert pred.boundaries.dtype == np.float32
+    assert pred.boundaries.min() >= 0.0
+    assert pred.boundaries.max() <= 1.0
+    assert pred.instances.shape == (40, 37)
+    assert pred.instances.dtype == np.int32
+    assert set(np.unique(pred.labels)) <= {0, 1}
+    # every object voxel lies in the foreground mask
+    assert (pred.labels[pred.instances > 0] == 1).all()
+
+
+def test_predict_rejects_wrong_channels_and_dimensions():
+    ckpt = _checkpoint(task="semantic", cin=2, k=2)
+    with pytest.raises(ValueError, match="trained on 2 channel"):
+        list(predict(ckpt, np.zeros((1, 8, 8, 8), np.float32)))
+    with pytest.raises(ValueError, match="3D"):
+        list(predict(ckpt, np.zeros((2, 8, 8), np.float32)))
