@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unetseg.core.postprocess import instance_labels, semantic_labels
+
+
+def _two_touching_spheres(shape=(20, 24, 40)):
+    zz, yy, xx = np.indices(shape)
+    a = (zz - 10) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2 <= 8**2
+    b = (zz - 10) ** 2 + (yy - 12) ** 2 + (xx - 26) ** 2 <= 8**2
+    return a, b
+
+
+def _probabilities(a, b):
+    objects = np.zeros(a.shape, np.int32)
+    objects[a] = 1
+    objects[b & ~a] = 2
+    fg = objects > 0
+    # boundary: object voxels touching another label (like the training target)
+    grown = [ndi.binary_erosion(objects == k) for k in (1, 2)]
+    interior = grown[0] | grown[1]
+    fg & ~interior
+    p = np.zeros((3, *a.shape), np.float32)
+    p[0] = np.where(fg, 0.05, 0.9)
+    p[1] = np.where(interior, 0.8, 0.05)
+    p[2] = 1.0 - p[0] - p[1]
+    return p, objects
+
+
+def test_instance_labels_separate_touching_objects():
+    a, b = _two_touching_spheres()
+    assert ndi.label(a | b)[1] == 1  # they do touch
+    p, objects = _probabilities(a, b)
+    labels = instance_labels(p)
+    assert labels.dtype == np.int32
+    assert labels.max() == 2
+    # each object gets one label, and it covers the object
+    for k in (1, 2):
+        values, counts = np.unique(labels[objects == k], return_counts=True)
+        assert values[np.argmax(counts)] > 0
+        assert counts.max() / counts.sum() > 0.95
+    assert labels[objects == 1][0] != labels[objects == 2][0]
+    np.testing.assert_array_equal(labels > 0, objects > 0)
+
+
+def test_instance_labels_reapplied_with_other_thresholds():
+    a, b = _two_touching_spheres()
+    p, _ = _probabilities(a, b)
+    assert instance_labels(p, interior_threshold=0.5).max() == 2
+    # an interior threshold above every interior probability leaves no seed: the touching
+    # pair becomes one object (a seedless foreground component)
+    assert instance_labels(p, interior_threshold=0.9).max() == 1
+    # foreground threshold above every foreground probability: nothing
+    assert instance_labels(p, foreground_threshold=0.99).max() == 0
+    # min_size removes everything smaller than the objects
+    assert instance_labels(p, min_size=int(a.sum()) + 10).max() == 0
+    np.testing.assert_array_equal(instance_labels(p), instance_labels(p.copy()))
+
+
+def test_instance_labels_2d_and_wrong_channels():
+    p = np.zeros((3, 10, 10), np.float32)
+    p[0] = 1.0
+    p[0, 2:5, 2:5] = 0.0
+    p[1, 2:5, 2:5] = 1.0
+    labels = instance_labels(p)
+    assert labels.shape == (10, 10)
+    assert labels.max() == 1
+    with pytest.raises(ValueError, match="3 probability channels"):
+        instance_labels(np.zeros((2, 4, 4, 4), np.float32))
+
+
+def test_semantic_labels_argmax_and_min_size():
+    p = np.zeros((3, 6, 10, 10), np.float32)
+    p[0] = 0.6
+    p[1, 1:4, 1:6, 1:6] = 0.9  # 75 voxels of class 1
+    p[2, 5, 8, 8] = 0.9  # a single voxel of class 2
+    p[1, 5, 0, 0] = 0.9  # a single voxel of class 1
+    labels = semantic_labels(p)
+    assert labels.dtype == np.uint8
+    assert (labels == 1).sum() == 76
+    assert (labels == 2).sum() == 1
+    cleaned = semantic_labels(p, min_size=2)
+    assert (cleaned == 1).sum() == 75
+    assert (cleaned == 2).sum() == 0
+    assert semantic_labels(p, min_size=100).max() == 0
+    assert semantic_labels(p[:, 0]).shape == (10, 10)
