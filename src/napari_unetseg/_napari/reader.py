@@ -1,0 +1,133 @@
+"""napari reader: NIfTI (.nii, .nii.gz) and TIFF (.tif, .tiff) volumes with their geometry.
+
+Each image channel becomes one image layer (named "<stem> [<channel>]" when the file has
+several) with ``scale`` = voxel spacing in (z, y, x) order. Integer single-channel volumes
+that look like masks (a file name containing mask/label/seg/annot/truth, or only a few
+distinct non-negative values) open as labels layers. Every layer's ``metadata`` holds the
+``VolumeMeta`` under ``"unetseg_meta"`` and the file path under ``"unetseg_source"``, so
+masks painted or predicted on it are saved in the source geometry.
+
+The reader follows napari's convention: ``get_reader`` returns None for files it does not
+handle and never raises; a file that turns out to be unreadable (corrupt, truncated,
+unsupported layout) raises ``VolumeIOError`` from the returned function, with a message
+that napari shows to the user.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..core.io import SUPPORTED_SUFFIXES, VolumeMeta, read_volume
+
+META_KEY = "unetseg_meta"
+SOURCE_KEY = "unetseg_source"
+CHANNEL_KEY = "unetseg_channel"
+
+_MASK_NAME = re.compile(r"(mask|label|seg|annot|truth|gt\b|_gt)", re.IGNORECASE)
+_MAX_MASK_VALUES = 64
+
+
+def _handled(path) -> bool:
+    if not isinstance(path, (str, Path)):
+        return False
+    name = str(path).lower()
+    return name.endswith(SUPPORTED_SUFFIXES)
+
+
+def get_reader(path):
+    """Return a reader function for NIfTI/TIFF paths (a path or a list of paths), else None."""
+    try:
+        paths = path if isinstance(path, (list, tuple)) else [path]
+        if not paths or not all(_handled(p) for p in paths):
+            return None
+        if any(Path(p).is_dir() for p in paths):
+            return None
+    except Exception:
+        return None
+    return read_layers
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def looks_like_mask(array: np.ndarray, name: str = "") -> bool:
+    """True for integer (C=1) volumes that are likely label maps.
+
+    array: (Z, Y, X) or (Y, X). A name containing mask/label/seg/annot/truth decides for
+    integer data; otherwise the volume must hold few distinct non-negative values
+    (checked on a strided subsample first, so large scans are cheap to rule out).
+    """
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        return False
+    if array.size == 0:
+        return False
+    if _MASK_NAME.search(name):
+        return True
+    step = max(1, round((array.size / 2_000_000) ** (1 / max(array.ndim, 1))))
+    sample = array[tuple(slice(None, None, step) for _ in range(array.ndim))]
+    if sample.min() < 0 or np.unique(sample).size > _MAX_MASK_VALUES:
+        return False
+    return array.min() >= 0 and np.unique(array).size <= _MAX_MASK_VALUES
+
+
+def _layers_for(path: Path) -> list[tuple]:
+    image, meta = read_volume(path)
+    stem = _stem(path)
+    scale = tuple(float(s) for s in meta.spacing)
+    base_meta = {META_KEY: meta, SOURCE_KEY: str(path)}
+    if image.shape[0] == 1 and looks_like_mask(image[0], path.name):
+        labels = image[0]
+        if labels.dtype == np.bool_ or (labels.dtype.itemsize < 4 and labels.dtype.kind == "u"):
+            labels = labels.astype(np.int32)
+        return [(labels, {"name": stem, "scale": scale, "metadata": dict(base_meta)}, "labels")]
+    layers = []
+    n = image.shape[0]
+    names = meta.channel_names or [f"channel {c}" for c in range(n)]
+    for c in range(n):
+        name = stem if n == 1 else f"{stem} [{names[c]}]"
+        kwargs = {
+            "name": name,
+            "scale": scale,
+            "metadata": {**base_meta, CHANNEL_KEY: c},
+            "colormap": "gray",
+            "visible": c == 0,
+        }
+        if n > 1:
+            kwargs["blending"] = "additive" if c else "translucent"
+        layers.append((image[c], kwargs, "image"))
+    return layers
+
+
+def read_layers(path) -> list[tuple]:
+    """Read one path or a list of paths into napari layer data tuples.
+
+    Raises VolumeIOError (with a message saying what to do) for unreadable files.
+    """
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    layers: list[tuple] = []
+    for p in paths:
+        layers.extend(_layers_for(Path(p)))
+    return layers
+
+
+def layer_meta(metadata) -> VolumeMeta | None:
+    """The VolumeMeta stored in a layer's metadata dict, or None."""
+    if not isinstance(metadata, dict):
+        return None
+    meta = metadata.get(META_KEY)
+    if isinstance(meta, VolumeMeta):
+        return meta
+    if isinstance(meta, dict) and "spacing" in meta:
+        try:
+            return VolumeMeta(**meta)
+        except TypeError:
+            return None
+    return None

@@ -1,0 +1,130 @@
+"""Open and save through napari itself: the plugin's reader, writer and sample data."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_unetseg.core.io import VolumeMeta
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-unetseg"
+
+OBLIQUE = np.array(
+    [
+        [0.0, 0.2, 3.0, -50.0],
+        [0.8, 0.0, -0.1, 10.0],
+        [0.1, -0.75, 0.3, 4.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+
+@pytest.fixture
+def scan(tmp_path):
+    """Anisotropic, oblique NIfTI in file order (i, j, k) = (10, 12, 6)."""
+    data = np.random.default_rng(0).normal(size=(10, 12, 6)).astype(np.float32)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, OBLIQUE), path)
+    return path, data
+
+
+def test_open_paint_and_save_keeps_source_geometry(make_napari_viewer, scan, tmp_path):
+    path, data = scan
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin=PLUGIN)
+    assert len(layers) == 1
+    image = layers[0]
+    assert image._type_string == "image"
+    assert image.data.shape == (6, 12, 10)
+    zooms = nib.load(path).header.get_zooms()
+    assert np.allclose(image.scale, zooms[::-1])
+    meta = image.metadata["unetseg_meta"]
+    assert isinstance(meta, VolumeMeta)
+    assert np.array_equal(meta.affine, nib.load(path).affine)
+    assert image.metadata["unetseg_source"] == str(path)
+
+    # A labels layer painted on the image, without any metadata of its own.
+    mask = np.zeros(image.data.shape, dtype=np.int32)
+    mask[2, 3:7, 4:9] = 1
+    mask[4, 0, 0] = 2
+    labels = viewer.add_labels(mask, name="painted", scale=image.scale)
+    labels.metadata["unetseg_meta"] = meta
+    out = tmp_path / "painted.nii.gz"
+    written = labels.save(str(out), plugin=PLUGIN)
+    assert [str(p) for p in written] == [str(out)]
+    saved = nib.load(out)
+    assert np.array_equal(saved.affine, nib.load(path).affine)
+    assert saved.shape == data.shape
+    vox = saved.get_fdata()
+    assert vox[4, 3, 2] == 1  # array (z=2, y=3, x=4) is file (i=4, j=3, k=2)
+    assert vox[0, 0, 4] == 2
+    assert vox.sum() == mask.sum()
+
+
+def test_writer_finds_geometry_from_matching_image_layer(make_napari_viewer, scan, tmp_path):
+    from napari_unetseg._napari.writer import meta_for_layer
+
+    path, _ = scan
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    labels = viewer.add_labels(np.zeros((6, 12, 10), dtype=np.uint8))
+    meta = meta_for_layer(labels, viewer)
+    assert meta.source_format == "nifti"
+    assert np.array_equal(meta.affine, nib.load(path).affine)
+    other = viewer.add_labels(np.zeros((3, 4, 5), dtype=np.uint8), scale=(2.0, 1.0, 1.0))
+    fallback = meta_for_layer(other, viewer)
+    assert fallback.source_format == "array"
+    assert fallback.spacing == (2.0, 1.0, 1.0)
+
+
+def test_masks_open_as_labels_and_channels_as_separate_layers(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    mask = np.zeros((5, 6, 7), dtype=np.uint8)
+    mask[1:3, 2:4, 3:6] = 2
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "case.nii.gz")
+    (layer,) = viewer.open(str(tmp_path / "case.nii.gz"), plugin=PLUGIN)
+    assert layer._type_string == "labels"
+    assert np.array_equal(layer.data, mask.T)
+
+    four = np.random.default_rng(1).normal(size=(5, 6, 7, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(four, np.eye(4)), tmp_path / "multi.nii.gz")
+    layers = viewer.open(str(tmp_path / "multi.nii.gz"), plugin=PLUGIN)
+    assert [ly.name for ly in layers] == [f"multi [channel {c}]" for c in range(3)]
+    assert np.array_equal(layers[2].data, four[..., 2].T)
+
+
+def test_corrupt_file_reports_an_error(make_napari_viewer, tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match=r"broken\.nii\.gz"):
+        viewer.open(str(bad), plugin=PLUGIN)
+
+
+def test_sample_data_opens_with_geometry(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "blobs3d")
+    names = [ly.name for ly in viewer.layers]
+    assert names[0] == "blobs3d"
+    assert len(viewer.layers) == 3
+    image, semantic, instances = viewer.layers
+    assert image.data.shape == semantic.data.shape == instances.data.shape == (64, 128, 128)
+    assert semantic._type_string == instances._type_string == "labels"
+    assert set(np.unique(semantic.data).tolist()) == {0, 1, 2}
+    assert image.metadata["unetseg_meta"].shape == (64, 128, 128)
+
+
+def test_file_save_of_bare_labels_uses_the_open_image_geometry(make_napari_viewer, scan, tmp_path):
+    path, _ = scan
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    labels = viewer.add_labels(np.ones((6, 12, 10), dtype=np.uint8), name="bare")
+    out = tmp_path / "bare.nii.gz"
+    viewer.layers.selection = {labels}
+    viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+    saved = nib.load(out)
+    assert np.array_equal(saved.affine, nib.load(path).affine)
+    assert saved.shape == (10, 12, 6)
