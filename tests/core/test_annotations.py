@@ -92,7 +92,7 @@ def test_sparsify_rejects_float_and_2d_axis_z():
     with pytest.raises(TypeError, match="integer"):
         sparsify(np.zeros((4, 5, 6), np.float32))
     with pytest.raises(ValueError, match="axes"):
-        sparsify(np.zeros((4, 5), np.uint8), axes="zyx")
+        sparsify(np.zeros((4, 5), np.uint8), axes="z")
 
 
 def test_mark_slice_complete(truth3d):
@@ -190,3 +190,10 @@ def test_annotation_summary_z_only_and_2d():
     assert s2["annotated_fraction"] == 0.0
     assert s2["missing_classes"] == ["x"]
     assert set(s2["annotated_slices"]) == {"y", "x"}
+
+
+def test_sparsify_2d_accepts_default_axes():
+    truth = np.ones((10, 12), np.uint8)
+    np.testing.assert_array_equal(
+        sparsify(truth, 0.2, axes="zyx", seed=2), sparsify(truth, 0.2, axes="yx", seed=2)
+    )

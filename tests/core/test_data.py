@@ -62,6 +62,11 @@ def test_auto_picks_percentile_for_microscopy_and_zscore_for_floats():
     assert out.min() == pytest.approx(0.0)
     assert out.max() == pytest.approx(1.0)
     assert fit_normalizer(rng.normal(size=(1, 4, 5, 6)), _cfg()).mode == "zscore"
+    # resampled CT stored as float is still CT; signed non-HU data is not
+    float_ct = rng.uniform(-1024, 1500, size=(1, 4, 5, 6))
+    assert fit_normalizer(float_ct, _cfg()).mode == "ct"
+    assert fit_normalizer(float_ct - 5000, _cfg()).mode == "zscore"
+    assert fit_normalizer(rng.integers(-5, 5, size=(1, 3, 4)), _cfg()).mode == "zscore"
 
 
 def test_zscore_ignores_zero_background_when_mostly_empty():
@@ -212,3 +217,15 @@ def test_patch_sampler_rejects_empty_annotation_and_bad_patch():
         PatchSampler(image, np.zeros((4, 5, 6), np.int64), (4, 4))
     with pytest.raises(ValueError, match="differs"):
         PatchSampler(image, np.zeros((4, 5, 7), np.int64), (4, 4, 4))
+
+
+def test_large_candidate_pools_are_thinned_but_keep_rare_classes(monkeypatch):
+    import napari_unetseg.core.data as data
+
+    monkeypatch.setattr(data, "_MAX_CANDIDATES", 50)
+    image, target = _sampler_data((12, 30, 30), fraction=0.3)
+    sampler = PatchSampler(image, target, (4, 8, 8), foreground_fraction=1.0, augment=False)
+    assert sampler.classes == [1, 2]
+    assert all(0 < pool.size <= 50 for pool in (sampler._annotated, *sampler._by_class))
+    assert all((target.ravel()[pool] == k).all() for k, pool in zip([1, 2], sampler._by_class))
+    assert any((sampler.sample(1)[1] == 2).any() for _ in range(20))

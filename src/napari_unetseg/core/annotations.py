@@ -81,7 +81,8 @@ def sparsify(
     Args:
         truth: dense reference (Z, Y, X) or (Y, X), integers, 0 = background.
         fraction: share of slices to keep per axis, in (0, 1].
-        axes: letters of the axes to slice along, a subset of "zyx" (3D) or "yx" (2D).
+        axes: letters of the axes to slice along, a subset of "zyx" (3D) or "yx" (2D; a
+            "z" next to other letters is ignored there, so the default works for images).
         mode: "random" (seeded choice) or "even" (evenly spaced slices).
         seed: seed of the random choice.
 
@@ -97,6 +98,8 @@ def sparsify(
     if mode not in ("random", "even"):
         raise ValueError(f"mode must be 'random' or 'even', not {mode!r}")
     axes = axes.lower()
+    if truth.ndim == 2 and "z" in axes and len(axes) > 1:
+        axes = axes.replace("z", "")  # a 2D image has no z: "zyx" means its rows and columns
     if not axes or any(a not in letters for a in axes) or len(set(axes)) != len(axes):
         raise ValueError(
             f"axes must be distinct letters from {letters!r} for a {truth.ndim}D array, "

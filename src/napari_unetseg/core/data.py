@@ -145,8 +145,9 @@ def resolve_mode(image: np.ndarray, mode: str = "auto") -> str:
 
     ``auto`` rule, on all channels together:
 
-    * ``ct`` when the values look like Hounsfield units: minimum <= -500 (air is -1000),
-      maximum >= 300 (bone), and integer values;
+    * ``ct`` when the values look like Hounsfield units: minimum between -3100 (the lowest
+      value scanners store, -3024) and -500 (air is -1000), and maximum >= 300 (bone);
+      integer or not, since resampled CT is often stored as float;
     * ``percentile`` when no value is negative and the values are integers (microscopy
       counts, uint8/uint16 TIFF, also unsigned MRI scans);
     * ``zscore`` otherwise (float MRI and everything else).
@@ -157,10 +158,9 @@ def resolve_mode(image: np.ndarray, mode: str = "auto") -> str:
         return mode
     sample = _subsample(np.asarray(image))
     lo, hi = float(sample.min()), float(sample.max())
-    integer = _integer_valued(sample)
-    if lo <= -500.0 and hi >= 300.0 and integer:
+    if -3100.0 <= lo <= -500.0 and hi >= 300.0:
         return "ct"
-    if lo >= 0.0 and integer:
+    if lo >= 0.0 and _integer_valued(sample):
         return "percentile"
     return "zscore"
 
@@ -284,6 +284,16 @@ def split_validation(
     return train, val
 
 
+#: Candidate centres kept per pool; larger pools are thinned regularly (memory, not
+#: coverage: every region of the volume keeps candidates).
+_MAX_CANDIDATES = 1 << 22
+
+
+def _thin(indices: np.ndarray) -> np.ndarray:
+    step = -(-indices.size // _MAX_CANDIDATES)
+    return indices[::step] if step > 1 else indices
+
+
 class PatchSampler:
     """Random training patches with augmentation, drawn in the calling thread.
 
@@ -343,15 +353,21 @@ class PatchSampler:
         self.shape = self.target.shape
 
         flat = self.target.ravel()
-        self._annotated = np.flatnonzero(flat != IGNORE_INDEX)
-        if self._annotated.size == 0:
+        annotated = np.flatnonzero(flat != IGNORE_INDEX)
+        if annotated.size == 0:
             raise ValueError(
                 "there is no annotated voxel to train on: paint background (1) and at least "
                 "one class (2..) in some slices first"
             )
-        labels = flat[self._annotated]
-        self.classes = [int(k) for k in np.unique(labels) if k >= 1]
-        self._by_class = [self._annotated[labels == k] for k in self.classes]
+        labels = flat[annotated]
+        if labels.min() < 0:
+            raise ValueError(
+                f"target values must be {IGNORE_INDEX} (not annotated) or >= 0, found "
+                f"{int(labels.min())}"
+            )
+        self.classes = [int(k) for k in np.flatnonzero(np.bincount(labels)) if k >= 1]
+        self._by_class = [_thin(annotated[labels == k]) for k in self.classes]
+        self._annotated = _thin(annotated)
         self._square = len(patch) >= 2 and patch[-1] == patch[-2]
 
     # ------------------------------------------------------------------ sampling
