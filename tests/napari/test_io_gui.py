@@ -8,8 +8,6 @@ import pytest
 
 from napari_unetseg.core.io import VolumeMeta
 
-pytestmark = pytest.mark.gui
-
 PLUGIN = "napari-unetseg"
 
 OBLIQUE = np.array(
@@ -31,6 +29,7 @@ def scan(tmp_path):
     return path, data
 
 
+@pytest.mark.gui
 def test_open_paint_and_save_keeps_source_geometry(make_napari_viewer, scan, tmp_path):
     path, data = scan
     viewer = make_napari_viewer()
@@ -64,6 +63,7 @@ def test_open_paint_and_save_keeps_source_geometry(make_napari_viewer, scan, tmp
     assert vox.sum() == mask.sum()
 
 
+@pytest.mark.gui
 def test_writer_finds_geometry_from_matching_image_layer(make_napari_viewer, scan, tmp_path):
     from napari_unetseg._napari.writer import meta_for_layer
 
@@ -80,6 +80,7 @@ def test_writer_finds_geometry_from_matching_image_layer(make_napari_viewer, sca
     assert fallback.spacing == (2.0, 1.0, 1.0)
 
 
+@pytest.mark.gui
 def test_masks_open_as_labels_and_channels_as_separate_layers(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     mask = np.zeros((5, 6, 7), dtype=np.uint8)
@@ -96,6 +97,7 @@ def test_masks_open_as_labels_and_channels_as_separate_layers(make_napari_viewer
     assert np.array_equal(layers[2].data, four[..., 2].T)
 
 
+@pytest.mark.gui
 def test_corrupt_file_reports_an_error(make_napari_viewer, tmp_path):
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
@@ -104,6 +106,7 @@ def test_corrupt_file_reports_an_error(make_napari_viewer, tmp_path):
         viewer.open(str(bad), plugin=PLUGIN)
 
 
+@pytest.mark.gui
 def test_sample_data_opens_with_geometry(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "blobs3d")
@@ -117,6 +120,7 @@ def test_sample_data_opens_with_geometry(make_napari_viewer):
     assert image.metadata["unetseg_meta"].shape == (64, 128, 128)
 
 
+@pytest.mark.gui
 def test_file_save_of_bare_labels_uses_the_open_image_geometry(make_napari_viewer, scan, tmp_path):
     path, _ = scan
     viewer = make_napari_viewer()
@@ -128,3 +132,65 @@ def test_file_save_of_bare_labels_uses_the_open_image_geometry(make_napari_viewe
     saved = nib.load(out)
     assert np.array_equal(saved.affine, nib.load(path).affine)
     assert saved.shape == (10, 12, 6)
+
+
+# ----------------------------------------------------------------- without a viewer
+
+
+def test_get_reader_declines_what_it_does_not_handle(tmp_path):
+    from napari_unetseg._napari.reader import get_reader
+
+    (tmp_path / "folder.nii.gz").mkdir()
+    for path in ("image.png", str(tmp_path / "folder.nii.gz"), None, 42, [], ["a.nii", "b.jpg"]):
+        assert get_reader(path) is None
+    assert callable(get_reader("scan.nii.gz"))
+    assert callable(get_reader(["a.tif", "b.TIFF"]))
+
+
+def test_reader_function_returns_layer_tuples_without_a_viewer(scan):
+    from napari_unetseg._napari.reader import get_reader
+
+    path, data = scan
+    ((array, kwargs, kind),) = get_reader(str(path))(str(path))
+    assert kind == "image"
+    assert np.array_equal(array, data.T)
+    assert kwargs["name"] == "scan"
+    assert np.allclose(kwargs["scale"], nib.load(path).header.get_zooms()[::-1])
+
+
+def test_looks_like_mask():
+    from napari_unetseg._napari.reader import looks_like_mask
+
+    few = np.zeros((4, 5, 6), np.int16)
+    few[1, 1, 1] = 3
+    ct = np.random.default_rng(0).integers(-1000, 2000, size=(4, 5, 6)).astype(np.int16)
+    assert looks_like_mask(few)
+    assert not looks_like_mask(ct)
+    assert looks_like_mask(ct.clip(0), "liver_seg.nii.gz")
+    assert not looks_like_mask(few.astype(np.float32), "mask.nii.gz")
+
+
+def test_writer_without_viewer_falls_back_to_scale(tmp_path):
+    from napari_unetseg._napari.writer import meta_for_layer, write_labels
+
+    mask = np.zeros((3, 4, 5), np.int32)
+    mask[1, 2, 3] = 7
+    attrs = {"name": "m", "scale": (2.5, 1.0, 0.5), "metadata": {}}
+    meta = meta_for_layer(attrs, shape=mask.shape)
+    assert meta.spacing == (2.5, 1.0, 0.5)
+    (written,) = write_labels(str(tmp_path / "m"), mask, attrs)
+    assert written.endswith("m.nii.gz")
+    img = nib.load(written)
+    assert np.allclose(img.affine, np.diag([0.5, 1.0, 2.5, 1.0]))
+    assert img.get_fdata()[3, 2, 1] == 7
+
+
+def test_writer_refuses_mask_of_other_shape_than_its_image(scan, tmp_path):
+    from napari_unetseg._napari.writer import write_labels
+    from napari_unetseg.core.io import VolumeIOError, read_volume
+
+    path, _ = scan
+    _, meta = read_volume(path)
+    attrs = {"scale": meta.spacing, "metadata": {"unetseg_meta": meta}}
+    with pytest.raises(VolumeIOError, match="voxel for voxel"):
+        write_labels(str(tmp_path / "m.nii.gz"), np.zeros((6, 12, 9), np.uint8), attrs)

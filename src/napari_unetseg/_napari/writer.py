@@ -62,18 +62,23 @@ def meta_for_layer(layer_or_attributes: Any, viewer=None, shape=None) -> VolumeM
 def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
     """npe2 single-layer writer for labels: ``data`` (Z, Y, X) or (Y, X) integer.
 
-    Writes NIfTI (.nii.gz when the name has no NIfTI extension) with the geometry found by
-    meta_for_layer. Returns the list of written paths.
+    Writes NIfTI (.nii.gz when the name has no NIfTI extension) with the geometry of the
+    layer's own metadata["unetseg_meta"] (a mask of another shape is refused with
+    VolumeIOError), else the geometry meta_for_layer finds in the current viewer.
+    Returns the list of written paths.
     """
     labels = np.asarray(data)
     target = Path(path)
     if not target.name.lower().endswith(NIFTI_SUFFIXES):
         target = target.with_name(target.name + ".nii.gz")
-    viewer = None
-    if layer_meta(attributes.get("metadata")) is None:
+    own = layer_meta(attributes.get("metadata"))
+    if own is not None:
+        # The layer says which image it belongs to: a shape mismatch is an error, not a
+        # reason to fall back to another geometry.
+        meta = own
+    else:
         import napari
 
-        viewer = napari.current_viewer()
-    meta = meta_for_layer(attributes, viewer=viewer, shape=labels.shape)
+        meta = meta_for_layer(attributes, viewer=napari.current_viewer(), shape=labels.shape)
     written = _write(labels, meta, target, overwrite=True)
     return [str(written)]
