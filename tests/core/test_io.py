@@ -201,6 +201,49 @@ def test_tiff_2d_3d_and_channels(tmp_path):
     assert np.array_equal(image[2], rgb[..., 2])
 
 
+def test_ome_tiff_physical_sizes_give_the_spacing(tmp_path):
+    data = np.random.default_rng(6).random((3, 2, 5, 6)).astype(np.float32)
+    tifffile.imwrite(
+        tmp_path / "cells.ome.tif",
+        data,
+        ome=True,
+        metadata={
+            "axes": "ZCYX",
+            "PhysicalSizeX": 0.3,
+            "PhysicalSizeY": 0.4,
+            "PhysicalSizeZ": 2.0,
+        },
+    )
+    image, meta = read_volume(tmp_path / "cells.ome.tif")
+    assert image.shape == (2, 3, 5, 6)
+    assert np.array_equal(image[1], data[:, 1])
+    assert np.allclose(meta.spacing, (2.0, 0.4, 0.3))
+
+
+def test_nifti2_header_round_trip(tmp_path):
+    data = np.zeros((4, 5, 6), np.float32)
+    path = tmp_path / "n2.nii.gz"
+    nib.save(nib.Nifti2Image(data, OBLIQUE), path)
+    _, meta = read_volume(path)
+    assert len(meta.header) == 540
+    out = write_labels(np.ones(meta.shape, np.uint8), meta, tmp_path / "m.nii.gz")
+    img = nib.load(out)
+    assert isinstance(img, nib.Nifti2Image)
+    assert np.array_equal(img.affine, nib.load(path).affine)
+    assert img.shape == (4, 5, 6)
+
+
+def test_meta_from_array_validates_its_input():
+    meta = meta_from_array(shape=(4, 5))
+    assert meta.spacing == (1.0, 1.0)
+    assert meta.source_format == "array"
+    assert np.allclose(meta.nifti_affine(), np.eye(4))
+    with pytest.raises(ValueError, match="different lengths"):
+        meta_from_array(shape=(4, 5, 6), spacing=(1.0, 1.0))
+    with pytest.raises(ValueError, match="positive"):
+        meta_from_array(shape=(4, 5), spacing=(0.0, 1.0))
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32])
 def test_tiff_labels_and_probabilities_round_trip(tmp_path, dtype):
     meta = meta_from_array(shape=(4, 6, 5), spacing=(3.0, 0.5, 0.5))

@@ -284,7 +284,34 @@ def _tiff_spacing(tif, page) -> tuple[float | None, float | None, float | None, 
         x, y = 1.0 / float(xres), 1.0 / float(yres)
         if res_unit == 3 and not tif.is_imagej:  # pixels per centimetre -> micrometres
             x, y, unit = x * 1e4, y * 1e4, "micron"
+    if tif.is_ome:
+        ome = _ome_physical_sizes(tif)
+        z = ome.get("Z", z)
+        y = ome.get("Y", y)
+        x = ome.get("X", x)
+        unit = ome.get("unit", unit)
     return (float(z) if z else None), y, x, unit
+
+
+def _ome_physical_sizes(tif) -> dict[str, Any]:
+    """PhysicalSize{X,Y,Z} of the first OME image, where stated."""
+    import tifffile
+
+    try:
+        ome = tifffile.xml2dict(tif.ome_metadata)["OME"]
+        image = ome["Image"][0] if isinstance(ome["Image"], list) else ome["Image"]
+        pixels = image["Pixels"]
+    except Exception:
+        return {}
+    out: dict[str, Any] = {}
+    for axis in "XYZ":
+        value = pixels.get(f"PhysicalSize{axis}")
+        if isinstance(value, (int, float)) and value > 0:
+            out[axis] = float(value)
+    unit = pixels.get("PhysicalSizeXUnit")
+    if unit:
+        out["unit"] = str(unit)
+    return out
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, VolumeMeta]:
