@@ -227,7 +227,8 @@ class LayerCombo(QComboBox):
                 self.addItem(self._none_text)
             for layer in self._candidates():
                 self.addItem(layer.name)
-                layer.events.name.connect(self.refresh, unique=True)
+                layer.events.name.disconnect(self.refresh)
+                layer.events.name.connect(self.refresh)
             idx = self.findText(current)
             if idx >= 0:
                 self.setCurrentIndex(idx)
