@@ -229,3 +229,15 @@ def test_large_candidate_pools_are_thinned_but_keep_rare_classes(monkeypatch):
     assert all(0 < pool.size <= 50 for pool in (sampler._annotated, *sampler._by_class))
     assert all((target.ravel()[pool] == k).all() for k, pool in zip([1, 2], sampler._by_class))
     assert any((sampler.sample(1)[1] == 2).any() for _ in range(20))
+
+
+def test_split_validation_keeps_every_class_in_training():
+    target = np.full((12, 12, 12), IGNORE_INDEX, np.int64)
+    for z in (1, 4, 7, 10):
+        target[z] = 0
+    target[4, 5:8, 5:8] = 1  # the only slice with class 1
+    for seed in range(10):
+        train, val = split_validation(target, 0.5, seed=seed)
+        assert (train == 1).sum() == 9
+        assert (val != IGNORE_INDEX).any()
+        assert (train == 0).any()

@@ -234,7 +234,8 @@ def split_validation(
 
     Annotated slices (see :func:`napari_unetseg.core.annotations.annotated_slices`) of all
     axes are visited in a seeded random order and moved to the validation set until it
-    holds ``fraction`` of the annotated voxels (at least one slice). Voxels shared with a
+    holds ``fraction`` of the annotated voxels (at least one slice). A slice is skipped when
+    taking it would leave no training voxel of some annotated class. Voxels shared with a
     held-out slice leave the training set, so the two sets never overlap.
 
     Args:
@@ -265,16 +266,20 @@ def split_validation(
     held = np.zeros(target.shape, dtype=bool)
     goal = fraction * total
     n_held = 0
+    # training keeps at least one voxel of every annotated class
+    remaining = np.bincount(target[annotated])
     for k in order:
         ax, i = candidates[k]
         sl: list = [slice(None)] * target.ndim
         sl[ax] = i
         sl_t = tuple(sl)
         new = annotated[sl_t] & ~held[sl_t]
-        if total - n_held - int(new.sum()) <= 0:
-            continue  # never hold out everything
-        held[sl_t] |= annotated[sl_t]
-        n_held = int(held.sum())
+        taken = np.bincount(target[sl_t][new], minlength=remaining.size)
+        if np.any((remaining > 0) & (remaining - taken <= 0)):
+            continue
+        held[sl_t] |= new
+        remaining -= taken
+        n_held += int(taken.sum())
         if n_held >= goal:
             break
     if n_held == 0:
