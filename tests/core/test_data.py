@@ -198,15 +198,19 @@ def test_patch_sampler_is_deterministic_with_seed():
     assert not np.array_equal(xa, xc)
 
 
-def test_augmentation_keeps_image_and_target_aligned():
+@pytest.mark.parametrize(("shape", "patch"), [((12, 16, 16), (8, 12, 12)), ((20, 18), (12, 12))])
+def test_augmentation_keeps_image_and_target_aligned(shape, patch):
     # image encodes the target, so any geometric transform must keep them together
-    _, target = _sampler_data((12, 16, 16))
+    _, target = _sampler_data(shape)
     image = (target.astype(np.float32) * 10)[None]
-    sampler = PatchSampler(image, target, (8, 12, 12), seed=0)
+    sampler = PatchSampler(image, target, patch, seed=0)
     sampler._intensity = lambda x: None  # geometry only
+    seen = set()
     for _ in range(20):
         x, y = sampler.sample(2)
         np.testing.assert_array_equal(x[:, 0], y.astype(np.float32) * 10)
+        seen.add(y[0].tobytes())
+    assert len(seen) > 10
 
 
 def test_patch_sampler_rejects_empty_annotation_and_bad_patch():
@@ -241,3 +245,18 @@ def test_split_validation_keeps_every_class_in_training():
         assert (train == 1).sum() == 9
         assert (val != IGNORE_INDEX).any()
         assert (train == 0).any()
+
+
+def test_flips_and_rotations_cover_the_dihedral_group_in_2d():
+    target = np.arange(16 * 16, dtype=np.int64).reshape(16, 16) % 7
+    image = target.astype(np.float32)[None]
+    sampler = PatchSampler(image, target, (16, 16), seed=0)  # one possible position
+    sampler._intensity = lambda x: None
+    seen = {sampler.sample(1)[1][0].tobytes() for _ in range(200)}
+    dihedral = set()
+    for k in range(4):
+        r = np.rot90(target, k)
+        dihedral |= {r.tobytes(), np.flip(r, 0).tobytes()}
+    assert seen == dihedral
+    plain = PatchSampler(image, target, (16, 16), augment=False)
+    assert plain.sample(1)[1][0].tobytes() == target.tobytes()
