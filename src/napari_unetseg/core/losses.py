@@ -8,7 +8,6 @@ training of the 3D U-Net (Cicek et al., 2016).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .annotations import IGNORE_INDEX
@@ -72,36 +71,48 @@ class SparseCEDiceLoss(nn.Module):
             n_annotated = mask.sum()
             if int(n_annotated) == 0:
                 return logits.sum() * 0.0
-            valid = target[mask]
-            if int(valid.min()) < 0 or int(valid.max()) >= num_classes:
+            bad = mask & ((target < 0) | (target >= num_classes))
+            if bool(bad.any()):
+                found = torch.unique(target[bad]).tolist()[:5]
                 raise ValueError(
                     f"target values must be {self.ignore_index} (ignored) or in "
-                    f"[0, {num_classes - 1}] for {num_classes} output channels, found "
-                    f"[{int(valid.min())}, {int(valid.max())}]"
+                    f"[0, {num_classes - 1}] for {num_classes} output channels, found {found}"
                 )
+            # one log-softmax serves both terms
+            logp = torch.log_softmax(logits, dim=1)
+            safe_target = torch.where(mask, target, torch.zeros_like(target))
+            logp_t = logp.gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (B, *spatial)
+            logp_t = torch.where(mask, logp_t, torch.zeros_like(logp_t))
             loss = logits.new_zeros(())
             if self.ce_weight:
-                ce = F.cross_entropy(
-                    logits, target, ignore_index=self.ignore_index, reduction="sum"
-                )
-                loss = loss + self.ce_weight * ce / n_annotated
+                loss = loss + self.ce_weight * (-logp_t.sum() / n_annotated)
             if self.dice_weight:
-                loss = loss + self.dice_weight * self._dice_loss(logits, target, mask)
+                loss = loss + self.dice_weight * self._dice_loss(logp, logp_t, safe_target, mask)
         return loss
 
     def _dice_loss(
-        self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+        self,
+        logp: torch.Tensor,
+        logp_t: torch.Tensor,
+        safe_target: torch.Tensor,
+        mask: torch.Tensor,
     ) -> torch.Tensor:
-        num_classes = logits.shape[1]
-        probs = torch.softmax(logits, dim=1)
-        m = mask.unsqueeze(1).to(probs.dtype)  # (B, 1, *spatial)
-        onehot = F.one_hot(target.clamp(min=0), num_classes).movedim(-1, 1).to(probs.dtype)
-        onehot = onehot * m
-        probs = probs * m
-        dims = [0, *range(2, logits.ndim)]
-        intersection = (probs * onehot).sum(dims)
-        pred_sum = probs.sum(dims)
-        true_sum = onehot.sum(dims)
+        """1 - batch soft Dice, averaged over the foreground classes present.
+
+        ``logp`` (B, K, *spatial) log-probabilities; ``logp_t`` (B, *spatial) the
+        log-probability of the target class (0 where ignored); ``safe_target`` the target
+        with ignored voxels set to 0; ``mask`` the annotated voxels.
+        """
+        num_classes = logp.shape[1]
+        m = mask.to(logp.dtype)
+        probs = torch.exp(logp) * m.unsqueeze(1)
+        dims = [0, *range(2, logp.ndim)]
+        pred_sum = probs.sum(dims)  # (K,)
+        p_t = torch.exp(logp_t) * m  # probability of the true class, 0 where ignored
+        flat_t = safe_target.reshape(-1)
+        intersection = logp.new_zeros(num_classes).scatter_add(0, flat_t, p_t.reshape(-1))
+        true_sum = torch.bincount(flat_t, weights=m.reshape(-1), minlength=num_classes)
+        true_sum = true_sum.to(logp.dtype)
         dice = (2 * intersection + self.smooth) / (pred_sum + true_sum + self.smooth)
         present = true_sum[1:] > 0
         if not bool(present.any()):
