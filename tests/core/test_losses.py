@@ -90,3 +90,17 @@ def test_bad_targets_are_rejected():
         SparseCEDiceLoss()(logits, torch.full((1, 4, 4), 2))
     with pytest.raises(ValueError, match="do not match"):
         SparseCEDiceLoss()(logits, torch.zeros(1, 4, 5, dtype=torch.int64))
+
+
+def test_dice_term_matches_an_explicit_formula():
+    logits, target, ignored = _batch((2, 4, 5, 6, 7), seed=3)
+    target[target == 2] = 1  # class 2 absent: it must not enter the average
+    loss = SparseCEDiceLoss(ce_weight=0.0, dice_weight=1.0, smooth=1e-5)(logits, target)
+    keep = ~ignored
+    p = torch.softmax(logits, 1).movedim(1, -1)[keep]  # (N, K)
+    t = target[keep]
+    dices = []
+    for k in (1, 3):
+        inter = p[t == k, k].sum()
+        dices.append((2 * inter + 1e-5) / (p[:, k].sum() + (t == k).sum() + 1e-5))
+    torch.testing.assert_close(loss, 1 - torch.stack(dices).mean())
