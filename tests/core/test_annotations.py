@@ -197,3 +197,15 @@ def test_sparsify_2d_accepts_default_axes():
     np.testing.assert_array_equal(
         sparsify(truth, 0.2, axes="zyx", seed=2), sparsify(truth, 0.2, axes="yx", seed=2)
     )
+
+
+def test_annotation_summary_for_instances():
+    ann = np.zeros((6, 10, 10), np.int32)
+    ann[2] = 1
+    ann[2, 1:3, 1:3] = 2
+    ann[2, 5:8, 5:8] = 9
+    s = annotation_summary(ann, instances=True)
+    assert s["objects"] == 2
+    assert s["voxels_per_class"] == {"background": 100 - 4 - 9, "objects": 13}
+    assert s["missing_classes"] == []
+    assert annotation_summary(ann == 1, instances=True)["missing_classes"] == ["objects"]

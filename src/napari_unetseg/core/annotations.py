@@ -266,13 +266,21 @@ def annotated_slices(annotation: np.ndarray) -> dict[str, np.ndarray]:
     return result
 
 
-def annotation_summary(annotation: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
+def annotation_summary(
+    annotation: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    instances: bool = False,
+) -> dict:
     """Counts for the GUI: annotated slices per axis, annotated fraction, voxels per class.
 
     Args:
         annotation: (Z, Y, X) or (Y, X), 0 = not annotated, 1 = background, k >= 2 = class.
         class_names: names of the foreground classes (label 2 is ``class_names[0]``);
             labels without a name are called "class <k - 1>".
+        instances: the labels 2.. are object ids (instance task): ``voxels_per_class``
+            then holds {"background": n, "objects": n} and ``objects`` counts the painted
+            objects; ``class_names`` is not used.
 
     Returns:
         dict with ``annotated_slices`` ({"z": n, "y": n, "x": n}, see
@@ -293,15 +301,25 @@ def annotation_summary(annotation: np.ndarray, class_names: Sequence[str] | None
         k = label - 2
         return names[k] if k < len(names) else f"class {label - 1}"
 
+    slices = {k: len(v) for k, v in annotated_slices(annotation).items()}
+    if instances:
+        n_bg = int(counts[BACKGROUND]) if len(counts) > BACKGROUND else 0
+        return {
+            "annotated_slices": slices,
+            "annotated_fraction": annotated / flat.size if flat.size else 0.0,
+            "annotated_voxels": annotated,
+            "voxels_per_class": {"background": n_bg, "objects": annotated - n_bg},
+            "missing_classes": [] if annotated - n_bg else ["objects"],
+            "objects": int(np.count_nonzero(counts[BACKGROUND + 1 :])),
+        }
     voxels = {}
     for label in range(1, n_labels):
         n = int(counts[label]) if label < len(counts) else 0
         if n or label - 2 < len(names):
             voxels[name_of(label)] = n
     missing = [n for n in names if voxels.get(n, 0) == 0]
-    slices = annotated_slices(annotation)
     return {
-        "annotated_slices": {k: len(v) for k, v in slices.items()},
+        "annotated_slices": slices,
         "annotated_fraction": annotated / flat.size if flat.size else 0.0,
         "annotated_voxels": annotated,
         "voxels_per_class": voxels,
