@@ -384,7 +384,10 @@ def run(args) -> dict:
                         "ratio_vs_monai_sw1": ref_s / sec,
                         "peak_rss_mib": C.mib(max(r["peak_rss_bytes"] for r in runs[v])),
                         "rss_rise_mib": C.mib(
-                            max(r["peak_rss_bytes"] - r["rss_before_bytes"] for r in runs[v])
+                            max(
+                                max(0, r["peak_rss_bytes"] - r["rss_before_bytes"])
+                                for r in runs[v]
+                            )
                         ),
                         "argmax_agreement": float((labels == ref_labels).mean()),
                         "agreement_pct": 100.0 * float((labels == ref_labels).mean()),

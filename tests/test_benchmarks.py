@@ -1,0 +1,113 @@
+"""Smoke runs of the benchmarks on tiny sizes: they run end to end and write sane JSON.
+
+No timing is asserted (other work shares the machine); only structure and values that
+must hold whatever the speed: positive throughputs, the reference's ratio to itself is 1,
+agreement and Dice lie in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from benchmarks import _common, inference, time_to_dice, training
+
+ENV_KEYS = {"date", "device", "cpu_model", "torch", "torch_threads", "logical_cpus", "monai"}
+
+
+def _load(path):
+    data = json.loads(path.read_text())
+    assert set(data["environment"]) >= ENV_KEYS
+    assert data["environment"]["torch_threads"] >= 1
+    assert data["smoke"] is True
+    assert data["command"].startswith("python -m benchmarks.")
+    return data
+
+
+def test_slices_annotation_keeps_whole_evenly_spaced_slices():
+    truth = np.zeros((9, 12, 15), dtype=np.uint8)
+    truth[2:6, 3:9, 4:10] = 2
+    ann = time_to_dice.slices_annotation(truth, 2)
+    # 2 slices per axis, each an exact copy of truth + 1
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        full = np.flatnonzero((ann > 0).all(axis=other))
+        assert len(full) == 2
+        for index in full:
+            np.testing.assert_array_equal(
+                np.take(ann, index, axis=axis), np.take(truth, index, axis=axis) + 1
+            )
+    assert 0 < (ann > 0).mean() < 0.5
+
+
+def test_table_and_median():
+    text = _common.table(
+        [{"a": "x", "b": 1.5}, {"a": "yy", "b": None}], [("a", "name", ""), ("b", "value", ".2f")]
+    )
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert "1.50" in lines[2]
+    assert lines[3].rstrip().endswith("-")
+    assert _common.median([3.0, 1.0, 2.0]) == 2.0
+    assert math.isnan(_common.median([]))
+
+
+@pytest.mark.slow
+def test_inference_smoke(tmp_path):
+    out = tmp_path / "inference.json"
+    assert inference.main(["--smoke", "--out", str(out)]) == 0
+    data = _load(out)
+    rows = data["results"]
+    variants = {r["variant"] for r in rows}
+    assert {"monai_sw1", "ours_sw", "ours_predict"} <= variants
+    for r in rows:
+        assert r["voxels_per_second"] > 0
+        assert r["seconds"] > 0
+        assert 0.0 <= r["argmax_agreement"] <= 1.0
+        assert r["peak_rss_mib"] > 0
+        assert r["rss_rise_mib"] >= 0
+    ref = next(r for r in rows if r["variant"] == "monai_sw1")
+    assert ref["ratio_vs_monai_sw1"] == pytest.approx(1.0)
+    assert ref["argmax_agreement"] == 1.0
+    assert len(data["setup"]["window"]) == 3
+    assert data["setup"]["window_batch"] >= 1
+    for g in data["goals"]["per_size"].values():
+        assert isinstance(g["speed_goal_met"], bool)
+
+
+@pytest.mark.slow
+def test_training_smoke(tmp_path):
+    out = tmp_path / "training.json"
+    assert training.main(["--smoke", "--out", str(out)]) == 0
+    data = _load(out)
+    rows = {r["variant"]: r for r in data["results"]}
+    assert set(rows) == {"reference", "ours"}
+    assert rows["reference"]["ratio_vs_reference"] == pytest.approx(1.0)
+    for r in rows.values():
+        assert r["steps_per_second"] > 0
+        assert r["patch_voxels_per_second"] > r["steps_per_second"]
+        assert r["annotated_voxels_per_second"] <= r["patch_voxels_per_second"] * (1 + 1e-6)
+        assert r["threads"] >= 1
+    assert data["goals"]["ratio_measured"] == pytest.approx(rows["ours"]["ratio_vs_reference"])
+
+
+@pytest.mark.slow
+def test_time_to_dice_smoke(tmp_path):
+    out = tmp_path / "ttd.json"
+    assert time_to_dice.main(["--smoke", "--out", str(out)]) == 0
+    data = _load(out)
+    curve = data["curve"]
+    assert [r["annotation"] for r in curve] == list(time_to_dice.CURVE)
+    for r in curve:
+        assert 0.0 <= r["dice"] <= 1.0
+        assert 0.0 < r["annotated_fraction"] <= 1.0
+        assert r["iterations"] >= 1
+    assert curve[-1]["annotated_fraction"] == 1.0
+    assert curve[0]["annotated_fraction"] < curve[1]["annotated_fraction"]
+    ttd = data["time_to_dice"]
+    assert ttd["train_seconds"] > 0
+    assert ttd["curve"], "no evaluation was made during training"
+    assert all(0.0 <= c["dice"] <= 1.0 for c in ttd["curve"])
+    assert isinstance(data["goals"]["fraction_goal_met"], bool)
