@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from qtpy.QtCore import QObject, Signal
+
 from ..core.events import CancelToken, Done, Progress, Step
 
 
@@ -76,7 +78,7 @@ def coalesce(events: Iterator[Any], step_interval: float = 0.1) -> Iterator[Any]
         yield Steps(pending)
 
 
-class EventRunner:
+class EventRunner(QObject):
     """Drive one core event generator at a time in a napari ``GeneratorWorker``.
 
     ``factory(token)`` is called IN THE WORKER THREAD and returns the event generator, so
@@ -86,9 +88,14 @@ class EventRunner:
     - ``on_event(event)`` for every event (Step events arrive grouped as :class:`Steps`);
     - ``on_error(exception)`` when the work raised;
     - ``on_finished()`` at the very end, whether it completed, failed or was stopped.
+
+    The runner's own ``finished`` signal is emitted after ``on_finished`` for every run.
     """
 
-    def __init__(self, step_interval: float = 0.1):
+    finished = Signal()
+
+    def __init__(self, step_interval: float = 0.1, parent=None):
+        super().__init__(parent)
         self.step_interval = step_interval
         self.worker = None
         self.token: CancelToken | None = None
@@ -129,8 +136,11 @@ class EventRunner:
         def _finished():
             if self.worker is worker:
                 self.worker = None
-            if on_finished is not None:
-                on_finished()
+            try:
+                if on_finished is not None:
+                    on_finished()
+            finally:
+                self.finished.emit()
 
         worker.yielded.connect(on_event)
         worker.errored.connect(_errored)

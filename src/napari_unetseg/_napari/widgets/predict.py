@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -431,6 +431,12 @@ class PredictWidget(QWidget):
             fn()
         except Exception as exc:
             notify_error(str(exc))
+
+    def event(self, event) -> bool:
+        # taken out of its dock (napari's remove_dock_widget sets the parent to None)
+        if event.type() == QEvent.ParentChange and self.parent() is None:
+            self.runner.abort()
+        return super().event(event)
 
     def hideEvent(self, event) -> None:
         super().hideEvent(event)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -191,6 +191,11 @@ class TrainWidget(QWidget):
         form.addRow("Augmentation", self.augment_check)
         self.device_combo = DeviceCombo()
         form.addRow("Device", self.device_combo)
+        self.threads_spin = QSpinBox()
+        self.threads_spin.setRange(0, 256)
+        self.threads_spin.setSpecialValueText("auto (physical cores)")
+        self.threads_spin.setToolTip("CPU threads for training; fewer keeps the computer usable")
+        form.addRow("CPU threads", self.threads_spin)
         self.preview_spin = QDoubleSpinBox()
         self.preview_spin.setRange(0.0, 60.0)
         self.preview_spin.setValue(2.0)
@@ -310,6 +315,8 @@ class TrainWidget(QWidget):
         cfg.train.device = self.device_combo.device
         cfg.infer.device = self.device_combo.device
         cfg.train.preview_seconds = float(self.preview_spin.value())
+        if self.threads_spin.value() > 0:
+            cfg.train.threads = int(self.threads_spin.value())
         return cfg.validate()
 
     def _gather(self) -> dict:
@@ -542,11 +549,10 @@ class TrainWidget(QWidget):
             self.state.set(ckpt, "trained in this viewer")
             self.model_label.setText(self.state.describe())
         it = getattr(ckpt, "iterations", "?")
-        msg = (
-            f"stopped at iteration {it}; the model so far is kept"
-            if ev.cancelled
-            else (f"finished: {it} iterations")
-        )
+        if ev.cancelled:
+            msg = f"stopped at iteration {it}; the model so far is kept"
+        else:
+            msg = ev.message or f"finished: {it} iterations"
         self.messages.append(msg)
         self._set_banner("<br>".join(self.messages[-4:]))
         self._plot_dirty = True
@@ -673,6 +679,12 @@ class TrainWidget(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "Model (*.safetensors)")
         if path:
             self._guard(lambda: self.load_from(path))
+
+    def event(self, event) -> bool:
+        # taken out of its dock (napari's remove_dock_widget sets the parent to None)
+        if event.type() == QEvent.ParentChange and self.parent() is None:
+            self.runner.abort()
+        return super().event(event)
 
     def hideEvent(self, event) -> None:
         super().hideEvent(event)

@@ -1,0 +1,172 @@
+"""Train widget driven as a user would, with a tiny model on a cropped sample."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from qtpy.QtCore import Qt, QTimer
+
+from napari_unetseg._napari.state import model_state
+from napari_unetseg._napari.widgets.train import PREVIEW_LAYER, TrainWidget
+from napari_unetseg.core.annotations import sparsify
+from napari_unetseg.core.io import meta_from_array
+from napari_unetseg.core.sample import make_sample
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (16, 32, 32)
+
+
+@pytest.fixture
+def setup(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image, semantic, _instances = make_sample(shape=SHAPE, seed=2)
+    meta = meta_from_array(shape=SHAPE, spacing=(1.0, 1.0, 1.0))
+    viewer.add_image(image, name="scan", metadata={"unetseg_meta": meta})
+    viewer.add_labels(semantic, name="truth")
+    ann = sparsify(semantic, fraction=0.3, axes="zyx", mode="even", seed=0)
+    viewer.add_labels(
+        ann,
+        name="scan annotations",
+        metadata={"unetseg_class_names": ["bright", "textured"], "unetseg_task": "semantic"},
+    )
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_list.set_checked(["scan"])
+    widget.annotation_combo.set_value("scan annotations")
+    widget.size_combo.setCurrentText("tiny (4)")
+    widget.depth_spin.setValue(2)
+    widget.patch_edit.setText("8,16,16")
+    widget.device_combo.setCurrentText("cpu")
+    widget.preview_spin.setValue(0.0)
+    widget.threads_spin.setValue(1)
+    return viewer, widget
+
+
+def _run(qtbot, widget, button, timeout=90_000):
+    with qtbot.waitSignal(widget.runner.finished, timeout=timeout):
+        qtbot.mouseClick(button, Qt.LeftButton)
+
+
+def test_train_plot_preview_save_load_continue(setup, qtbot, tmp_path, monkeypatch):
+    viewer, widget = setup
+    errors: list[str] = []
+    monkeypatch.setattr("napari_unetseg._napari.widgets.train.notify_error", errors.append)
+
+    # --- an empty annotation is refused with a message, nothing starts
+    viewer.add_labels(np.zeros(SHAPE, np.uint8), name="empty")
+    widget.annotation_combo.set_value("empty")
+    qtbot.mouseClick(widget.start_btn, Qt.LeftButton)
+    assert not widget.runner.running
+    assert errors
+    assert "no annotated voxel" in errors[-1]
+    widget.annotation_combo.set_value("scan annotations")
+
+    # --- train 4 iterations, validating on the dense reference
+    widget.validation_combo.set_value("truth")
+    widget.iterations_spin.setValue(4)
+    viewer.dims.set_current_step(0, 7)
+    n_errors = len(errors)
+    _run(qtbot, widget, widget.start_btn)
+    assert widget.runner.error is None, widget.runner.error
+    assert len(errors) == n_errors
+    ckpt = widget.checkpoint
+    assert ckpt is not None
+    assert ckpt.iterations == 4
+    assert ckpt.class_names == ["bright", "textured"]
+    assert ckpt.config.model.base_width == 4
+    assert model_state(viewer).checkpoint is ckpt
+    assert [h["iteration"] for h in widget.history] == [1, 2, 3, 4]
+    assert widget.progress.value() == widget.progress.maximum() == 4
+    assert not widget.last_done.cancelled
+    # banner: what the trainer reported (device and plan)
+    assert widget.messages
+    assert "cpu" in widget.banner.text().lower()
+    # validation readout and plot
+    assert widget.validation
+    last = widget.validation[-1]
+    assert set(last.dice) == {"bright", "textured"}
+    assert "bright: Dice" in widget.readout.text()
+    assert f"{last.mean_dice:.3f}" in widget.readout.text()
+    curves = widget._plot["curves"]
+    assert ("bright", "dice") in curves
+    assert ("textured", "iou") in curves
+    xs, _ys = widget._plot["loss"].getData()
+    assert len(xs) == 4
+    # preview of the viewed slice z = 7
+    preview = viewer.layers[PREVIEW_LAYER]
+    data = np.asarray(preview.data)
+    assert data.shape == SHAPE
+    assert data[7].max() > 0
+    assert data.min() >= 0.0
+    assert data.max() <= 1.0
+    assert not data[:7].any()
+    assert widget.continue_btn.isEnabled()
+
+    # --- save, then load the file back as the model to fine-tune
+    path = widget.save_to(tmp_path / "tiny")
+    assert path.name == "tiny.safetensors"
+    assert path.stat().st_size > 0
+    loaded = widget.load_from(path)
+    assert loaded.iterations == 4
+    assert model_state(viewer).checkpoint is loaded
+    assert widget.finetune_check.isChecked()
+    assert path.name in widget.model_label.text()
+
+    # --- continue: 3 more iterations on top of the 4, optimizer state kept
+    widget.iterations_spin.setValue(3)
+    _run(qtbot, widget, widget.continue_btn)
+    assert widget.runner.error is None, widget.runner.error
+    assert widget.checkpoint.iterations == 7
+    assert widget.checkpoint.optimizer_state is not None
+    assert [h["iteration"] for h in widget.history] == [5, 6, 7]
+
+
+def test_responsive_stop_and_close_during_training(setup, qtbot):
+    viewer, widget = setup
+    widget.iterations_spin.setValue(100_000)
+
+    # --- the event loop keeps running while training: largest gap between 10 ms ticks
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    qtbot.mouseClick(widget.start_btn, Qt.LeftButton)
+    assert widget.runner.running
+    qtbot.waitUntil(lambda: len(widget.history) >= 3, timeout=60_000)  # model built
+    last[0] = time.perf_counter()
+    timer.start()
+    n_before = len(widget.history)
+    qtbot.wait(1000)
+    qtbot.waitUntil(lambda: len(widget.history) >= n_before + 2, timeout=60_000)
+    timer.stop()
+    worst = max(gaps)
+    print(f"event loop: {len(gaps)} ticks, worst gap {1000 * worst:.0f} ms")
+    assert worst < 0.15
+
+    # --- Stop keeps the model trained so far
+    with qtbot.waitSignal(widget.runner.finished, timeout=30_000):
+        qtbot.mouseClick(widget.stop_btn, Qt.LeftButton)
+    assert widget.last_done.cancelled
+    assert 0 < widget.checkpoint.iterations < 100_000
+    assert widget.start_btn.isEnabled()
+
+    # --- taking the widget out of the viewer stops the work
+    qtbot.mouseClick(widget.start_btn, Qt.LeftButton)
+    assert widget.runner.running
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=60_000)
+    with qtbot.waitSignal(widget.runner.finished, timeout=30_000):
+        viewer.window.remove_dock_widget(widget)
+    assert not widget.runner.running
