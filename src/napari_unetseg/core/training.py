@@ -375,7 +375,9 @@ class Trainer:
                 voxels_per_second=annotated / max(now - t_step, 1e-9),
                 seconds=now - t0,
             )
-            if self.val_mask is not None and ((step + 1) % validate_every == 0 or step + 1 == n):
+            if self.val_mask is not None and (
+                self.iteration % validate_every == 0 or step + 1 == n
+            ):
                 last_val = self.validate()
                 yield last_val
             request = self._preview_request
