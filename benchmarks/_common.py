@@ -68,6 +68,14 @@ def git_commit() -> str | None:
         return None
 
 
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine slows every figure."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def environment() -> dict[str, Any]:
     """Device, library versions, threads and CPU of this run."""
     import torch
@@ -86,6 +94,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": git_commit(),
+        "load_average_at_start": load_average(),
     }
     try:
         import monai

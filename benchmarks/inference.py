@@ -417,6 +417,7 @@ def run(args) -> dict:
             "reference": "monai.inferers.sliding_window_inference, float32, torch.no_grad",
         },
         "goals": {"ratio": GOAL_RATIO, "argmax_agreement": GOAL_AGREEMENT, "per_size": goals},
+        "load_average_at_end": C.load_average(),
         "measured_in": "this interpreter" if args.inprocess else "a fresh interpreter each",
         "results": rows,
     }

@@ -108,13 +108,15 @@ def train_and_track(
     trainer = Trainer(image[None], annotation, cfg, cancel=cancel)
     curve: list[dict] = []
     train_s = 0.0
+    train_cpu = 0.0
     eval_s = 0.0
     reached = None
     iteration = 0
     gen = trainer.run()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for ev in gen:
         train_s += time.perf_counter() - t
+        train_cpu += time.process_time() - c
         if isinstance(ev, Step):
             iteration = ev.iteration
             due = eval_every and ev.iteration % eval_every == 0 and reached is None
@@ -122,26 +124,34 @@ def train_and_track(
                 t_eval = time.perf_counter()
                 dice = whole_volume_dice(trainer, image, truth)
                 eval_s += time.perf_counter() - t_eval
-                curve.append({"iteration": iteration, "train_seconds": train_s, "dice": dice})
+                curve.append(
+                    {
+                        "iteration": iteration,
+                        "train_seconds": train_s,
+                        "train_cpu_seconds": train_cpu,
+                        "dice": dice,
+                    }
+                )
                 print(
                     f"    it {iteration:4d}  {train_s:6.1f} s  Dice {dice:.4f}",
                     file=sys.stderr,
                     flush=True,
                 )
                 if target is not None and dice >= target:
-                    reached = {"iteration": iteration, "train_seconds": train_s, "dice": dice}
+                    reached = dict(curve[-1])
                     cancel.cancel()
             if max_seconds is not None and train_s > max_seconds:
                 cancel.cancel()
         elif isinstance(ev, Done):
             break
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
     t_eval = time.perf_counter()
     final = whole_volume_dice(trainer, image, truth)
     eval_s += time.perf_counter() - t_eval
     return {
         "iterations": iteration,
         "train_seconds": train_s,
+        "train_cpu_seconds": train_cpu,
         "evaluation_seconds": eval_s,
         "final_dice": final,
         "reached": reached,
@@ -217,6 +227,7 @@ def run(args) -> dict:
             "curve_iterations": args.curve_iterations,
             "config": "defaults (num_classes 3)" + (", tiny model" if args.smoke else ""),
         },
+        "load_average_at_end": C.load_average(),
         "time_to_dice": ttd,
         "curve": curve,
         "goals": {
