@@ -1,0 +1,154 @@
+"""Predict widget: current and loaded models, result layers, re-thresholding, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from qtpy.QtCore import Qt
+
+from napari_unetseg._napari.state import model_state
+from napari_unetseg._napari.widgets.predict import FILE, PredictWidget
+from napari_unetseg.core.annotations import sparsify
+from napari_unetseg.core.checkpoint import save_checkpoint
+from napari_unetseg.core.config import Config
+from napari_unetseg.core.events import run_to_completion
+from napari_unetseg.core.io import meta_from_array, read_labels
+from napari_unetseg.core.sample import make_sample
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (12, 24, 28)
+SPACING = (2.0, 1.0, 0.5)
+
+
+def _tiny_checkpoint(image, truth, task):
+    from napari_unetseg.core.training import Trainer
+
+    cfg = Config()
+    cfg.train.task = task
+    cfg.class_names = ["bright", "textured"] if task == "semantic" else ["object"]
+    cfg.model.num_classes = 3
+    cfg.model.base_width = 4
+    cfg.model.depth = 2
+    cfg.data.patch_size = (8, 16, 16)
+    cfg.train.iterations = 3
+    cfg.train.device = "cpu"
+    cfg.infer.device = "cpu"
+    cfg.train.threads = 1
+    ann = sparsify(truth, fraction=0.3, axes="zyx", mode="even", seed=0)
+    trainer = Trainer(image[None], ann, cfg, spacing=SPACING)
+    return run_to_completion(trainer.run()).result
+
+
+@pytest.fixture(scope="module")
+def data():
+    image, semantic, instances = make_sample(shape=SHAPE, seed=4)
+    return image, semantic, instances
+
+
+@pytest.fixture(scope="module")
+def models(data, tmp_path_factory):
+    image, semantic, instances = data
+    sem = _tiny_checkpoint(image, semantic, "semantic")
+    inst = _tiny_checkpoint(image, instances, "instances")
+    path = save_checkpoint(inst, tmp_path_factory.mktemp("models") / "objects.safetensors")
+    return sem, path
+
+
+def _run(qtbot, widget):
+    with qtbot.waitSignal(widget.runner.finished, timeout=90_000):
+        qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
+    assert widget.runner.error is None, widget.runner.error
+
+
+def test_predict_threshold_and_export(
+    make_napari_viewer, qtbot, data, models, tmp_path, monkeypatch
+):
+    image, _semantic, _instances = data
+    sem_ckpt, inst_path = models
+    viewer = make_napari_viewer()
+    meta = meta_from_array(shape=SHAPE, spacing=SPACING)
+    viewer.add_image(image, name="scan", scale=SPACING, metadata={"unetseg_meta": meta})
+    viewer.add_image(image * 2, name="other channel", scale=SPACING)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    errors: list[str] = []
+    monkeypatch.setattr("napari_unetseg._napari.widgets.predict.notify_error", errors.append)
+
+    # --- no model yet: the user is told
+    widget.image_list.set_checked(["scan"])
+    qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
+    assert not widget.runner.running
+    assert "no model" in errors[-1]
+
+    # --- the current model (as published by the Train widget)
+    model_state(viewer).set(sem_ckpt, "trained in this viewer")
+    assert "semantic model" in widget.model_label.text()
+    widget.image_list.set_checked(["scan", "other channel"])  # two channels: incompatible
+    qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
+    assert "1 channel" in errors[-1]
+    widget.image_list.set_checked(["scan"])
+    _run(qtbot, widget)
+    pred = viewer.layers["scan prediction"]
+    assert pred.data.shape == SHAPE
+    np.testing.assert_allclose(pred.scale, SPACING)
+    assert pred.metadata["unetseg_meta"] is meta
+    probs = widget.results["scan"].probabilities
+    assert probs.shape == (3, *SHAPE)
+    np.testing.assert_array_equal(np.asarray(pred.data), np.argmax(probs, axis=0))
+    for name in ("bright", "textured"):
+        layer = viewer.layers[f"scan probability {name}"]
+        np.testing.assert_allclose(layer.scale, SPACING)
+        assert layer.data.shape == SHAPE
+
+    # --- threshold / minimum size from the stored probabilities
+    fg = 1.0 - probs[0]
+    t = float(np.quantile(fg, 0.7))
+    widget.threshold_spin.setValue(round(t, 2))
+    qtbot.waitUntil(
+        lambda: (np.asarray(pred.data) > 0).sum() == (fg > widget.threshold_spin.value()).sum(),
+        timeout=3000,
+    )
+    widget.min_size_spin.setValue(10**6)
+    qtbot.waitUntil(lambda: not np.asarray(pred.data).any(), timeout=3000)
+    widget.min_size_spin.setValue(0)
+    widget.threshold_spin.setValue(0.5)
+    qtbot.waitUntil(lambda: (np.asarray(pred.data) > 0).sum() == (fg > 0.5).sum(), timeout=3000)
+
+    # --- export with the source geometry; asks before replacing a file
+    out = widget.export_to(pred, tmp_path / "mask")
+    assert out.name == "mask.nii.gz"
+    labels, out_meta = read_labels(out)
+    np.testing.assert_array_equal(labels, np.asarray(pred.data))
+    np.testing.assert_allclose(out_meta.spacing, SPACING)
+    asked: list = []
+    monkeypatch.setattr(widget, "confirm_overwrite", lambda p: asked.append(p) or False)
+    pred.data = np.zeros(SHAPE, np.uint8)
+    assert widget.export_to(pred, out) is None
+    assert asked == [out]
+    np.testing.assert_array_equal(read_labels(out)[0], labels)  # untouched
+    monkeypatch.setattr(widget, "confirm_overwrite", lambda p: True)
+    assert widget.export_to(pred, out) == out
+    assert not read_labels(out)[0].any()
+
+    # --- a model loaded from a file: instances with boundary map and watershed labels
+    widget.load_from(inst_path)
+    assert widget.model_combo.currentText() == FILE
+    assert "instances model" in widget.model_label.text()
+    _run(qtbot, widget)
+    inst_layer = viewer.layers["scan instances"]
+    boundary = viewer.layers["scan boundary probability"]
+    assert inst_layer.data.shape == SHAPE
+    assert boundary.data.shape == SHAPE
+    np.testing.assert_allclose(inst_layer.scale, SPACING)
+    assert inst_layer.metadata["unetseg_task"] == "instances"
+    assert inst_layer.metadata["unetseg_meta"] is meta
+    result = widget.results["scan"]
+    np.testing.assert_array_equal(np.asarray(inst_layer.data), result.instances)
+    semantic_layer = viewer.layers["scan prediction"]
+    np.testing.assert_array_equal(np.asarray(semantic_layer.data), result.instances > 0)
+    widget.min_size_spin.setValue(10**6)
+    qtbot.waitUntil(lambda: not np.asarray(inst_layer.data).any(), timeout=5000)
