@@ -199,7 +199,9 @@ def metrics_table(results: Mapping[str, Any], name: str = "") -> list[dict[str, 
     :func:`instance_metrics` ({metric: value}) or any nesting of those (e.g.
     ``{"semantic": {...}, "instances": {...}}``). Each row is
     ``{"name": <path of keys joined by "/">, metric: value, ...}``; nested mappings become
-    their own rows, scalar entries of a level form one row for that level.
+    their own rows, scalar entries of a level form one row for that level. Rows of
+    different kinds have different keys: use the union of the keys as the CSV header
+    (``csv.DictWriter(f, fieldnames=..., restval="")``).
     """
     rows: list[dict[str, Any]] = []
     scalars = {k: v for k, v in results.items() if _is_scalar(v)}
