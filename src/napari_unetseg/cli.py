@@ -163,7 +163,8 @@ def _apply_train_flags(cfg: Config, args) -> Config:
     return cfg.validate()
 
 
-def _print_metrics(results: dict, out=sys.stdout) -> None:
+def _print_metrics(results: dict, out=None) -> None:
+    out = out or sys.stdout
     cols = ("dice", "iou", "sensitivity", "specificity")
     width = max([len("class")] + [len(str(k)) for k in results])
     print(f"{'class':<{width}}  " + "  ".join(f"{c:>11}" for c in cols), file=out)
@@ -171,7 +172,8 @@ def _print_metrics(results: dict, out=sys.stdout) -> None:
         print(f"{name:<{width}}  " + "  ".join(f"{row[c]:>11.4f}" for c in cols), file=out)
 
 
-def _print_instances(res: dict, out=sys.stdout) -> None:
+def _print_instances(res: dict, out=None) -> None:
+    out = out or sys.stdout
     print(
         f"instances @ IoU {res.get('iou_threshold', 0.5)}: F1 {res['f1']:.4f}  "
         f"precision {res['precision']:.4f}  recall {res['recall']:.4f}  "
