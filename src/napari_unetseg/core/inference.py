@@ -146,7 +146,9 @@ def importance_map(window: Sequence[int], blend: str = "gaussian") -> np.ndarray
     return np.maximum(w, MIN_WEIGHT).astype(np.float32)
 
 
-def _check_image(image: np.ndarray, spatial_dims: int | None = None) -> np.ndarray:
+def _check_image(
+    image: np.ndarray, spatial_dims: int | None = None, convert: bool = True
+) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim not in (3, 4):
         raise ValueError(
@@ -160,7 +162,7 @@ def _check_image(image: np.ndarray, spatial_dims: int | None = None) -> np.ndarr
         )
     if min(image.shape[1:]) < 1:
         raise ValueError(f"the image is empty: shape {image.shape}")
-    if image.dtype != np.float32:
+    if convert and image.dtype != np.float32:
         image = image.astype(np.float32)
     return image
 
@@ -242,7 +244,7 @@ def _smaller_window(window: tuple[int, ...], model) -> tuple[int, ...] | None:
 class _Engine:
     """Accumulators and forward passes for one window size (see sliding_window_slabs)."""
 
-    def __init__(self, model, image, window, config, device, dtype, batch):
+    def __init__(self, model, image, window, config, device, dtype, batch, transform=None):
         import torch
 
         self.torch = torch
@@ -288,16 +290,26 @@ class _Engine:
         self.staging = None
         self.pinned_out = None
         self.copy_done = None
-        self.image_t = torch.from_numpy(image)
+        self.transform = transform
+        self.image_t = torch.from_numpy(image) if transform is None else None
         self.base = 0
+        self.row_length = len(self.starts) // len({s[0] for s in self.starts})
         self.cap = self._capacity(batch)
 
     # ---------------------------------------------------------------- bookkeeping
+
+    def row_bounded(self, batch: int) -> bool:
+        """Whether batches stay within one row of windows (same start on the first axis):
+        true when a row holds at least ``batch`` windows, so the buffers need only be one
+        window deep."""
+        return self.row_length >= batch
 
     def _capacity(self, batch: int) -> int:
         """Rows along the first axis that any ``batch`` consecutive windows span."""
         z = [s[0] for s in self.starts]
         c0 = self.crop[0]
+        if self.row_bounded(batch):
+            return c0
         span = max(z[min(i + batch - 1, len(z) - 1)] - z[i] for i in range(len(z)))
         return min(self.shape[0], span + c0)
 
@@ -340,10 +352,14 @@ class _Engine:
     def _gather(self, starts: list[tuple[int, ...]]):
         """Input windows ``(B, C, *window)`` on the device (padded when the image is small)."""
         torch = self.torch
-        crops = [
-            self.image_t[(slice(None), *(slice(p, p + c) for p, c in zip(s, self.crop)))]
-            for s in starts
-        ]
+        regions = [(slice(None), *(slice(p, p + c) for p, c in zip(s, self.crop))) for s in starts]
+        if self.transform is None:
+            crops = [self.image_t[r] for r in regions]
+        else:
+            crops = [
+                torch.from_numpy(np.asarray(self.transform(self.image[r]), dtype=np.float32))
+                for r in regions
+            ]
         if self.cuda:
             b = len(crops)
             shape = (b, self.image.shape[0], *self.crop)
@@ -360,7 +376,8 @@ class _Engine:
             self.copy_done.record()
         else:
             x = torch.stack(crops)
-        if not bool(torch.isfinite(x).all()):
+        # the sum is finite for finite inputs of any sensible range: a cheap first check
+        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise ValueError(
                 "the image contains NaN or infinite values; replace them (e.g. with "
                 "numpy.nan_to_num) before predicting"
@@ -452,9 +469,9 @@ class _Engine:
                 else:
                     torch.from_numpy(out).copy_(probs.cpu())
             rest = self.cap - d
-            if rest > 0:
-                self.acc[:, :rest] = self.acc[:, d:].clone()
-                self.wacc[:rest] = self.wacc[d:].clone()
+            for j in range(rest):  # slice by slice: no temporary copy of the buffers
+                self.acc[:, j].copy_(self.acc[:, j + d])
+                self.wacc[j].copy_(self.wacc[j + d])
             self.acc[:, rest:] = 0
             self.wacc[rest:] = 0
         slab = Slab(self.base, upto, out)
@@ -471,6 +488,7 @@ def sliding_window_slabs(
     device="cpu",
     dtype=None,
     cancel: CancelToken | None = None,
+    transform=None,
 ) -> Iterator[Event | Slab]:
     """Predict ``image`` window by window, yielding finished :class:`Slab` objects.
 
@@ -484,6 +502,11 @@ def sliding_window_slabs(
         dtype: autocast dtype (``torch.bfloat16`` / ``torch.float16``) or ``None``.
         cancel: checked before every forward pass; raises
             :class:`~napari_unetseg.core.events.Cancelled`.
+        transform: optional callable applied to every window of ``image`` before the
+            network, ``(C, *crop)`` array -> ``(C, *crop)`` float32, e.g.
+            :meth:`Normalizer.apply <napari_unetseg.core.data.Normalizer.apply>`: then
+            ``image`` may be the raw image and no normalised copy of the whole volume is
+            made.
 
     Yields:
         :class:`Progress` (windows done / total), :class:`Info` (fallbacks taken, e.g.
@@ -497,7 +520,7 @@ def sliding_window_slabs(
 
     config = config if config is not None else InferConfig()
     config.validate()
-    image = _check_image(image)
+    image = _check_image(image, convert=transform is None)
     window = _check_window(window, image.ndim - 1)
     device = torch.device(device)
     batch = config.window_batch or auto_window_batch(window, device, model)
@@ -509,7 +532,7 @@ def sliding_window_slabs(
         while True:
             try:
                 batch = yield from _slabs_one_window(
-                    model, image, window, config, device, dtype, batch, cancel
+                    model, image, window, config, device, dtype, batch, cancel, transform
                 )
                 return
             except _ShrinkWindow as e:
@@ -524,10 +547,10 @@ def sliding_window_slabs(
         torch.backends.cudnn.benchmark = prev_benchmark
 
 
-def _slabs_one_window(model, image, window, config, device, dtype, batch, cancel):
+def _slabs_one_window(model, image, window, config, device, dtype, batch, cancel, transform):
     import torch
 
-    eng = _Engine(model, image, window, config, device, dtype, batch)
+    eng = _Engine(model, image, window, config, device, dtype, batch, transform)
     starts = eng.starts
     total = len(starts)
     yield Progress(0, total, "predicting")
@@ -536,6 +559,8 @@ def _slabs_one_window(model, image, window, config, device, dtype, batch, cancel
         if cancel is not None:
             cancel.raise_if_cancelled()
         chunk = starts[i : i + batch]
+        if eng.row_bounded(batch):
+            chunk = [s for s in chunk if s[0] == chunk[0][0]]
         try:
             logits = eng.predict_batch(chunk)
         except _oom_errors() as e:
@@ -577,6 +602,7 @@ def sliding_window(
     device="cpu",
     dtype=None,
     cancel: CancelToken | None = None,
+    transform=None,
 ) -> Iterator[Event]:
     """Sliding-window softmax probabilities of ``model`` over ``image``.
 
@@ -584,10 +610,17 @@ def sliding_window(
     :class:`Info` events, then a :class:`Done` whose ``result`` is the probabilities
     ``(K, *spatial)`` float32: the softmax of the Gaussian-blended logits.
     """
-    image = _check_image(image)
+    image = _check_image(image, convert=transform is None)
     probs = None
     for item in sliding_window_slabs(
-        model, image, window, config, device=device, dtype=dtype, cancel=cancel
+        model,
+        image,
+        window,
+        config,
+        device=device,
+        dtype=dtype,
+        cancel=cancel,
+        transform=transform,
     ):
         if isinstance(item, Slab):
             if probs is None:
@@ -689,7 +722,8 @@ def predict(
     device, description = select_device(config.device)
     dtype = autocast_dtype(device, config.precision)
     t0 = time.perf_counter()
-    normalised = checkpoint.normalizer.apply(image)
+    normalizer = checkpoint.normalizer
+    transform = normalizer.apply if normalizer is not None else None
     model = checkpoint.build_model(device)
     batch = config.window_batch or auto_window_batch(win, device, model)
     n = count_windows(spatial, win, config.overlap)
@@ -702,17 +736,22 @@ def predict(
     )
 
     keep = keep_probabilities or task == "instances"
-    pdtype = (
-        np.float16
-        if (probabilities_dtype == "float16" or not keep_probabilities)
-        else (np.float32)
-    )
+    # probabilities kept only for the watershed are stored in float16
+    half = probabilities_dtype == "float16" or not keep_probabilities
+    pdtype = np.float16 if half else np.float32
     probs = np.empty((k, *spatial), dtype=pdtype) if keep else None
     labels = np.zeros(spatial, dtype=np.uint8)
     boundaries = np.empty(spatial, dtype=np.float32) if task == "instances" else None
     run_cfg = dataclasses.replace(config, window_batch=batch)
     for item in sliding_window_slabs(
-        model, normalised, win, run_cfg, device=device, dtype=dtype, cancel=cancel
+        model,
+        image,
+        win,
+        run_cfg,
+        device=device,
+        dtype=dtype,
+        cancel=cancel,
+        transform=transform,
     ):
         if not isinstance(item, Slab):
             yield item
@@ -723,14 +762,17 @@ def predict(
             labels[sl] = p[0] < 0.5
             boundaries[sl] = p[2]
         else:
-            labels[sl] = semantic_labels(p)
+            # a few slices at a time: the argmax temporaries stay small
+            step = max(1, (1 << 22) // max(1, math.prod(p.shape[2:])))
+            for j in range(0, p.shape[1], step):
+                part = p[:, j : j + step]
+                labels[item.start + j : item.start + j + part.shape[1]] = semantic_labels(part)
         if probs is not None:
             probs[:, sl] = p
-    del normalised
 
     instances = None
     if task == "instances":
-        instances = instance_labels(np.asarray(probs, dtype=np.float32))
+        instances = instance_labels(probs)
         if not keep_probabilities:
             probs = None
     seconds = time.perf_counter() - t0
