@@ -17,6 +17,8 @@ META_KEY = "unetseg_meta"
 CLASSES_KEY = "unetseg_class_names"  # foreground class names, background excluded
 ROLE_KEY = "unetseg_role"  # "annotation", "prediction", "instances", "probability"
 TASK_KEY = "unetseg_task"
+#: Roles of layers this plugin computes (never offered as image inputs).
+DERIVED_ROLES = ("preview", "probability", "boundary")
 
 #: Faint grey for the "background" annotation value (1); 0 stays transparent.
 BACKGROUND_RGBA = (0.75, 0.75, 0.75, 0.35)
@@ -277,6 +279,8 @@ class LayerChecklist(QListWidget):
             for layer in self._viewer.layers:
                 if layer_type_name(layer).lower() != self._kind:
                     continue
+                if layer.metadata.get(ROLE_KEY) in DERIVED_ROLES:
+                    continue  # our own outputs are not inputs
                 item = QListWidgetItem(layer.name)
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
                 on = layer.name in checked

@@ -8,6 +8,7 @@ voxel of the viewed slice background.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -357,10 +358,9 @@ class AnnotateWidget(QWidget):
         self._run(self.mark_slice_complete)
 
     def closeEvent(self, event) -> None:
-        try:
-            self.viewer.keymap.pop(MARK_SLICE_KEY, None)
-        finally:
-            super().closeEvent(event)
+        with contextlib.suppress(KeyError, ValueError):  # already unbound
+            self.viewer.bind_key(MARK_SLICE_KEY, None)
+        super().closeEvent(event)
 
 
 def _format_summary(s: dict) -> str:

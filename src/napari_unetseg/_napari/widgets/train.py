@@ -19,12 +19,14 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -136,7 +138,16 @@ class TrainWidget(QWidget):
         self._plot = None
         self._run_inputs: dict = {}
 
-        layout = QVBoxLayout(self)
+        # everything in a scroll area: the widget is taller than small screens
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(inner)
 
         # ---------------------------------------------------------------- inputs
         box = QGroupBox("Inputs")
