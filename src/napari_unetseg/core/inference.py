@@ -564,6 +564,11 @@ def _slabs_one_window(model, image, window, config, device, dtype, batch, cancel
         try:
             logits = eng.predict_batch(chunk)
         except _oom_errors() as e:
+            # leave the except block before freeing memory: the traceback holds the frames
+            # (and tensors) of the failed forward pass until then
+            oom_message = str(e).splitlines()[0] if str(e) else "out of memory"
+            logits = None
+        if logits is None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             if batch > 1:
@@ -576,10 +581,10 @@ def _slabs_one_window(model, image, window, config, device, dtype, batch, cancel
             smaller = _smaller_window(window, model)
             if smaller is None:
                 raise RuntimeError(
-                    "out of memory even with one window of the smallest size; predict on "
-                    "the CPU (device 'cpu') or free memory on the device"
-                ) from e
-            raise _ShrinkWindow(smaller) from e
+                    f"{oom_message}: out of memory even with one window of the smallest "
+                    "size; predict on the CPU (device 'cpu') or free memory on the device"
+                )
+            raise _ShrinkWindow(smaller)
         info = eng.accumulate(chunk, logits)
         del logits
         if info is not None:
