@@ -424,3 +424,11 @@ def test_predict_rejects_wrong_channels_and_dimensions():
         list(predict(ckpt, np.zeros((1, 8, 8, 8), np.float32)))
     with pytest.raises(ValueError, match="3D"):
         list(predict(ckpt, np.zeros((2, 8, 8), np.float32)))
+
+
+def test_predict_rejects_nan_with_a_clear_message():
+    ckpt = _checkpoint(task="semantic", cin=1, k=2, patch=(8, 8, 8))
+    raw = _image((1, 10, 9, 9))
+    raw[0, 9, 8, 8] = np.nan  # in the last window only
+    with pytest.raises(ValueError, match=r"NaN or infinite values.*before predicting"):
+        predict_volume(ckpt, raw)

@@ -728,7 +728,18 @@ def predict(
     dtype = autocast_dtype(device, config.precision)
     t0 = time.perf_counter()
     normalizer = checkpoint.normalizer
-    transform = normalizer.apply if normalizer is not None else None
+
+    def transform(window_image: np.ndarray) -> np.ndarray:
+        """Normalise one window ``(C, *crop)`` as the training image was normalised."""
+        if np.issubdtype(window_image.dtype, np.floating) and not np.isfinite(window_image).all():
+            raise ValueError(
+                "the image contains NaN or infinite values; replace them (e.g. with "
+                "numpy.nan_to_num(image, nan=0.0)) before predicting"
+            )
+        if normalizer is None:
+            return window_image.astype(np.float32, copy=False)
+        return normalizer.apply(window_image)
+
     model = checkpoint.build_model(device)
     batch = config.window_batch or auto_window_batch(win, device, model)
     n = count_windows(spatial, win, config.overlap)
