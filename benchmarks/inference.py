@@ -295,9 +295,10 @@ def worker(a: dict) -> dict:
 
     res["threads"] = torch.get_num_threads()
     res["rss_before_bytes"] = C.current_rss_bytes()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = call(image)
     res["seconds"] = time.perf_counter() - t0
+    res["cpu_seconds"] = time.process_time() - c0
     if variant == "ours_predict":
         labels = np.asarray(out.labels)
     else:
@@ -368,6 +369,7 @@ def run(args) -> dict:
             runs = C.interleave({v: make(v, [0]) for v in variants}, reps)
             ref_labels = np.load(workdir / f"labels_monai_sw1_{tag}.npy")
             ref_s = C.median([r["seconds"] for r in runs["monai_sw1"]])
+            ref_cpu = C.median([r.get("cpu_seconds") for r in runs["monai_sw1"]])
             for v in variants:
                 labels = np.load(workdir / f"labels_{v}_{tag}.npy")
                 sec = C.median([r["seconds"] for r in runs[v]])
@@ -379,9 +381,12 @@ def run(args) -> dict:
                         "repeats": reps,
                         "seconds": sec,
                         "seconds_all": [r["seconds"] for r in runs[v]],
+                        "cpu_seconds": C.median([r.get("cpu_seconds") for r in runs[v]]),
                         "voxels_per_second": n_vox / sec,
                         "mvoxels_per_second": n_vox / sec / 1e6,
                         "ratio_vs_monai_sw1": ref_s / sec,
+                        "cpu_ratio_vs_monai_sw1": ref_cpu
+                        / C.median([r.get("cpu_seconds") for r in runs[v]]),
                         "peak_rss_mib": C.mib(max(r["peak_rss_bytes"] for r in runs[v])),
                         "rss_rise_mib": C.mib(
                             max(
@@ -438,6 +443,8 @@ def print_table(data: dict) -> None:
                 ("seconds", "seconds", ".2f"),
                 ("mvoxels_per_second", "Mvox/s", ".3f"),
                 ("ratio_vs_monai_sw1", "x MONAI", ".2f"),
+                ("cpu_seconds", "CPU s", ".1f"),
+                ("cpu_ratio_vs_monai_sw1", "x MONAI (CPU s)", ".2f"),
                 ("peak_rss_mib", "peak MiB", ".0f"),
                 ("rss_rise_mib", "rise MiB", ".0f"),
                 ("agreement_pct", "agree %", ".3f"),
