@@ -155,6 +155,20 @@ def test_volume_smaller_than_the_window_is_padded_and_cropped_back():
     assert probs.shape == (3, 5, 33, 9)
     # a pointwise network does not see the padding
     np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-6)
+    # mirrored padding: the padded window is the mirror image around the volume
+    image = _image((1, 10, 20, 12))
+    seen = []
+
+    def record(x):
+        seen.append(x.clone())
+        return model(x)
+
+    probs, _ = _drain(sliding_window(record, image, (16, 16, 16), InferConfig()))
+    np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-6)
+    x = seen[0][0, 0].numpy()  # (16, 16, 16) window, the image centred in Z and X
+    np.testing.assert_array_equal(x[3:13, :16, 2:14], image[0, :, :16])
+    np.testing.assert_array_equal(x[2, :16, 2:14], image[0, 1, :16])  # reflected in Z
+    np.testing.assert_array_equal(x[3:13, :16, 1], image[0, :, :16, 1])  # reflected in X
     # a network with context sees it; the output is still a distribution of the right shape
     image = _image((1, 3, 7, 40))  # padding wider than the axis itself: replicate padding
     probs, _ = _drain(sliding_window(_unet(k=3), image, (16, 16, 16)))
