@@ -170,3 +170,24 @@ def test_responsive_stop_and_close_during_training(setup, qtbot):
     with qtbot.waitSignal(widget.runner.finished, timeout=30_000):
         viewer.window.remove_dock_widget(widget)
     assert not widget.runner.running
+
+
+def test_worker_error_is_shown_and_ui_reset(setup, qtbot, monkeypatch):
+    _viewer, widget = setup
+    errors: list[str] = []
+    monkeypatch.setattr("napari_unetseg._napari.widgets.train.notify_error", errors.append)
+
+    def broken_run(self):
+        yield from ()
+        raise RuntimeError("out of memory on the device")
+
+    monkeypatch.setattr("napari_unetseg.core.training.Trainer.run", broken_run)
+    widget.iterations_spin.setValue(2)
+    _run(qtbot, widget, widget.start_btn)
+    assert isinstance(widget.runner.error, RuntimeError)
+    assert len(errors) == 1
+    assert "Training failed" in errors[0]
+    assert "out of memory" in errors[0]
+    assert widget.start_btn.isEnabled()
+    assert not widget.stop_btn.isEnabled()
+    assert widget.progress.text() == "failed or aborted"

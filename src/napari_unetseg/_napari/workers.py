@@ -30,6 +30,10 @@ from qtpy.QtCore import QObject, Signal
 from ..core.events import CancelToken, Done, Progress, Step
 
 
+class WorkError(Exception):
+    """A RuntimeError raised by the background work, passed on under another type."""
+
+
 @dataclass
 class Steps:
     """Consecutive optimisation steps grouped for the main thread (oldest first)."""
@@ -121,17 +125,29 @@ class EventRunner(QObject):
         interval = self.step_interval
 
         def _work():
-            yield from coalesce(factory(token), interval)
+            try:
+                yield from coalesce(factory(token), interval)
+            except RuntimeError as exc:
+                # superqt treats a RuntimeError leaving the work as "Qt object deleted"
+                # and then emits neither ``errored`` nor ``finished``; torch reports most
+                # failures (out of memory, shape mismatches) as RuntimeError.
+                raise WorkError(str(exc)) from exc
 
-        worker = create_worker(_work, _start_thread=False)
+        worker = create_worker(_work, _start_thread=False, _ignore_errors=True)
         self.token = token
         self.error = None
         self.worker = worker
 
         def _errored(exc):
+            if isinstance(exc, WorkError) and exc.__cause__ is not None:
+                exc = exc.__cause__  # the original error, for the message
             self.error = exc
             if on_error is not None:
                 on_error(exc)
+            else:
+                from napari.utils.notifications import show_error
+
+                show_error(f"{type(exc).__name__}: {exc}")
 
         def _finished():
             if self.worker is worker:
