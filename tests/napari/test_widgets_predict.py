@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -152,3 +154,50 @@ def test_predict_threshold_and_export(
     np.testing.assert_array_equal(np.asarray(semantic_layer.data), result.instances > 0)
     widget.min_size_spin.setValue(10**6)
     qtbot.waitUntil(lambda: not np.asarray(inst_layer.data).any(), timeout=5000)
+
+
+def test_cancel_and_close_during_prediction(make_napari_viewer, qtbot, data, models, monkeypatch):
+    """The Cancel button and taking the widget out of the viewer stop the work."""
+    from napari_unetseg.core.events import Done, Progress
+
+    image, _semantic, _instances = data
+    sem_ckpt, _path = models
+    calls: list = []
+
+    def slow_predict(checkpoint, img, config=None, *, keep_probabilities=True, cancel=None):
+        calls.append(cancel)
+        for i in range(100_000):
+            if cancel.cancelled:
+                yield Done(result=None, cancelled=True)
+                return
+            time.sleep(0.005)
+            yield Progress(i, 100_000, "windows")
+        yield Done(result=None)
+
+    monkeypatch.setattr("napari_unetseg.core.inference.predict", slow_predict)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="scan")
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    model_state(viewer).set(sem_ckpt)
+    widget.image_list.set_checked(["scan"])
+    n_layers = len(viewer.layers)
+
+    qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
+    assert widget.runner.running
+    assert not widget.run_btn.isEnabled()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=30_000)
+    with qtbot.waitSignal(widget.runner.finished, timeout=30_000):
+        qtbot.mouseClick(widget.cancel_btn, Qt.LeftButton)
+    assert calls[0].cancelled
+    assert widget.last_done.cancelled
+    assert widget.progress.text() == "cancelled"
+    assert widget.run_btn.isEnabled()
+    assert len(viewer.layers) == n_layers  # nothing added
+
+    qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=30_000)
+    with qtbot.waitSignal(widget.runner.finished, timeout=30_000):
+        viewer.window.remove_dock_widget(widget)
+    assert calls[1].cancelled
+    assert not widget.runner.running

@@ -183,6 +183,12 @@ def current_slice(viewer, layer) -> tuple[int, int]:
 # --------------------------------------------------------------------------- Qt pickers
 
 
+def _disconnect_layer_events(viewer, callback) -> None:
+    events = viewer.layers.events
+    for ev in (events.inserted, events.removed, events.moved):
+        ev.disconnect(callback)
+
+
 class LayerCombo(QComboBox):
     """A combo box listing the viewer's layers of one kind, kept up to date."""
 
@@ -221,7 +227,11 @@ class LayerCombo(QComboBox):
         return out
 
     def refresh(self, event=None) -> None:
-        current = self.currentText()
+        try:
+            current = self.currentText()
+        except RuntimeError:  # the Qt object was deleted with its widget
+            _disconnect_layer_events(self._viewer, self.refresh)
+            return
         self.blockSignals(True)
         try:
             self.clear()
@@ -271,7 +281,11 @@ class LayerChecklist(QListWidget):
         self.refresh()
 
     def refresh(self, event=None) -> None:
-        checked = set(self.checked_names())
+        try:
+            checked = set(self.checked_names())
+        except RuntimeError:  # the Qt object was deleted with its widget
+            _disconnect_layer_events(self._viewer, self.refresh)
+            return
         first = self.count() == 0
         self.blockSignals(True)
         try:
