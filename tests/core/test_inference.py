@@ -14,6 +14,7 @@ from napari_unetseg.core.inference import (
     MIN_WEIGHT,
     Prediction,
     Slab,
+    auto_window_batch,
     count_windows,
     importance_map,
     predict,
@@ -102,6 +103,13 @@ def test_importance_map_is_symmetric_peaked_and_positive():
         np.testing.assert_allclose(w, np.flip(w, axis), atol=1e-7)
     assert w[4, 8, 8] > w[0, 8, 8] > 0
     assert (importance_map((4, 4), "constant") == 1).all()
+
+
+def test_automatic_window_batch_on_the_cpu_is_bounded_by_window_size():
+    small = auto_window_batch((32, 32, 32), "cpu")
+    assert small > 1
+    assert auto_window_batch((96, 192, 192), "cpu") == 1
+    assert auto_window_batch((8, 8, 8), "cpu") >= small
 
 
 # ------------------------------------------------------------------------ blending

@@ -43,8 +43,11 @@ from .events import CancelToken, Done, Event, Info, Progress
 MIN_WEIGHT = 1e-3
 #: Gaussian sigma as a fraction of the window size (nnU-Net uses 1/8).
 SIGMA_SCALE = 1.0 / 8.0
-#: Windows per forward pass on the CPU when the config leaves it open.
-CPU_WINDOW_BATCH = 2
+#: At most this many windows per forward pass on the CPU when the config leaves it open:
+#: on 2 cores, 4 windows of 48^3 per pass took 25-50 % less CPU time than 1 or 2.
+CPU_WINDOW_BATCH = 4
+#: ... and at most this many window voxels per pass (bounds the activation memory).
+CPU_BATCH_VOXELS = 1 << 19
 #: Upper bound for the automatically chosen windows per forward pass on a GPU.
 MAX_AUTO_WINDOW_BATCH = 8
 
@@ -190,7 +193,8 @@ def count_windows(shape: Sequence[int], window: Sequence[int], overlap: float) -
 def auto_window_batch(window: Sequence[int], device, model=None) -> int:
     """Windows per forward pass when the config leaves it open.
 
-    CPU (and MPS): :data:`CPU_WINDOW_BATCH`, as larger batches do not run faster there.
+    CPU (and MPS): up to :data:`CPU_WINDOW_BATCH` windows, no more than
+    :data:`CPU_BATCH_VOXELS` voxels in all (one window at least).
     CUDA: as many as a rough activation estimate fits into half the free memory, at most
     :data:`MAX_AUTO_WINDOW_BATCH` (running out of memory later halves it again).
     """
@@ -198,7 +202,7 @@ def auto_window_batch(window: Sequence[int], device, model=None) -> int:
 
     device = torch.device(device)
     if device.type != "cuda":
-        return CPU_WINDOW_BATCH
+        return int(max(1, min(CPU_WINDOW_BATCH, CPU_BATCH_VOXELS // max(1, math.prod(window)))))
     from .device import available_memory
 
     width = 32
