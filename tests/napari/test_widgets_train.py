@@ -67,7 +67,13 @@ def test_train_plot_preview_save_load_continue(setup, qtbot, tmp_path, monkeypat
     assert "no annotated voxel" in errors[-1]
     widget.annotation_combo.set_value("scan annotations")
 
-    # --- train 4 iterations, validating on the dense reference
+    # --- the plan: what "auto" resolves to, before training
+    with qtbot.waitSignal(widget.runner.finished, timeout=60_000):
+        qtbot.mouseClick(widget.plan_btn, Qt.LeftButton)
+    assert widget.runner.error is None, widget.runner.error
+    assert "8 x 16 x 16" in widget.banner.text()  # the patch size set by the user
+    assert "4/8 feature maps" in widget.banner.text()
+
     widget.validation_combo.set_value("truth")
     widget.iterations_spin.setValue(4)
     viewer.dims.set_current_step(0, 7)

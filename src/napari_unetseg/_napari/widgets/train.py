@@ -230,7 +230,10 @@ class TrainWidget(QWidget):
         self.start_btn.clicked.connect(lambda: self._guard(self.start))
         self.stop_btn.clicked.connect(self.stop)
         self.continue_btn.clicked.connect(lambda: self._guard(self.continue_training))
-        for b in (self.start_btn, self.stop_btn, self.continue_btn):
+        self.plan_btn = QPushButton("Show plan")
+        self.plan_btn.setToolTip("What 'auto' settings resolve to for the chosen inputs")
+        self.plan_btn.clicked.connect(lambda: self._guard(self.show_plan))
+        for b in (self.start_btn, self.stop_btn, self.continue_btn, self.plan_btn):
             row.addWidget(b)
         layout.addLayout(row)
         self.progress = QProgressBar()
@@ -426,6 +429,41 @@ class TrainWidget(QWidget):
         self._plot_timer.start()
         return self.runner.start(
             factory, self._on_event, on_error=self._on_error, on_finished=self._on_finished
+        )
+
+    def show_plan(self):
+        """Resolve the automatic settings for the chosen inputs (in the background, since
+        it loads torch) and show them in the banner. Returns the worker."""
+        if self.runner.running:
+            raise RuntimeError("training is running; its plan is in the banner")
+        inputs = self._gather()
+        cfg = inputs["config"]
+
+        def factory(token):
+            from ...core.device import select_device
+            from ...core.planning import make_plan
+
+            device, description = select_device(cfg.train.device)
+            plan = make_plan(
+                inputs["image"].shape[1:],
+                inputs["spacing"],
+                inputs["image"].shape[0],
+                cfg,
+                device=device,
+            )
+            yield Info(f"{description}: {plan.describe()}")
+
+        def on_event(ev):
+            if isinstance(ev, Info):
+                self._set_banner(f"plan (auto settings resolved): {ev.message}")
+
+        self._set_running(True)
+        self._set_banner("planning…")
+        return self.runner.start(
+            factory,
+            on_event,
+            on_error=self._on_error,
+            on_finished=lambda: self._set_running(False),
         )
 
     def continue_training(self):
@@ -647,6 +685,7 @@ class TrainWidget(QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
+        self.plan_btn.setEnabled(not running)
         self.stop_btn.setEnabled(running)
         self.continue_btn.setEnabled(not running and self.checkpoint is not None)
         self.save_btn.setEnabled(not running)
