@@ -213,6 +213,10 @@ class TrainWidget(QWidget):
         self.preview_spin.setSuffix(" s")
         self.preview_spin.setToolTip("Preview of the viewed slice at most this often")
         form.addRow("Preview every", self.preview_spin)
+        self.plan_btn = QPushButton("Show plan")
+        self.plan_btn.setToolTip("What 'auto' settings resolve to for the chosen inputs")
+        self.plan_btn.clicked.connect(lambda: self._guard(self.show_plan))
+        form.addRow(self.plan_btn)
         layout.addWidget(box)
 
         # ---------------------------------------------------------------- run
@@ -230,10 +234,7 @@ class TrainWidget(QWidget):
         self.start_btn.clicked.connect(lambda: self._guard(self.start))
         self.stop_btn.clicked.connect(self.stop)
         self.continue_btn.clicked.connect(lambda: self._guard(self.continue_training))
-        self.plan_btn = QPushButton("Show plan")
-        self.plan_btn.setToolTip("What 'auto' settings resolve to for the chosen inputs")
-        self.plan_btn.clicked.connect(lambda: self._guard(self.show_plan))
-        for b in (self.start_btn, self.stop_btn, self.continue_btn, self.plan_btn):
+        for b in (self.start_btn, self.stop_btn, self.continue_btn):
             row.addWidget(b)
         layout.addLayout(row)
         self.progress = QProgressBar()
