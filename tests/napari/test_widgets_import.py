@@ -25,8 +25,15 @@ SCRIPT = textwrap.dedent(
     viewer = napari.Viewer(show=False)
     viewer.add_image(np.zeros((4, 8, 8), np.float32), name="img")
     viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="ann")
-    for cls in (AnnotateWidget, TrainWidget, PredictWidget, EvaluateWidget):
-        viewer.window.add_dock_widget(cls(viewer), name=cls.__name__)
+    # opened as napari opens them from the Plugins menu (npe2 manifest)
+    widgets = {}
+    for title, cls in (("Annotate sparse slices", AnnotateWidget), ("Train U-Net", TrainWidget),
+                       ("Predict", PredictWidget), ("Evaluate", EvaluateWidget)):
+        _dock, widget = viewer.window.add_plugin_dock_widget("napari-unetseg", title)
+        assert isinstance(widget, cls), (title, type(widget))
+        widgets[cls] = widget
+    # the Train and Predict widgets share the viewer's current model
+    assert widgets[TrainWidget].state is widgets[PredictWidget].state
     print("TORCH_LOADED" if "torch" in sys.modules else "TORCH_ABSENT")
     viewer.close()
     """

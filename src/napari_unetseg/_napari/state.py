@@ -49,6 +49,9 @@ _STATES: dict[int, ModelState] = {}
 
 def model_state(viewer: Any) -> ModelState:
     """The :class:`ModelState` of ``viewer`` (created on first use, freed with it)."""
+    # napari hands each plugin widget its own proxy of the viewer: key on the viewer itself
+    while hasattr(viewer, "__wrapped__"):
+        viewer = viewer.__wrapped__
     key = id(viewer)
     state = _STATES.get(key)
     if state is None:
