@@ -454,3 +454,24 @@ def test_predict_rejects_nan_with_a_clear_message():
     raw[0, 9, 8, 8] = np.nan  # in the last window only
     with pytest.raises(ValueError, match=r"NaN or infinite values.*before predicting"):
         predict_volume(ckpt, raw)
+
+
+def test_predict_labels_only_never_holds_full_probabilities(postprocess):
+    k, shape = 4, (256, 32, 32)
+    ckpt = _checkpoint(task="semantic", cin=1, k=k, patch=(16, 32, 32))
+    ckpt.config.infer.window_batch = 2
+    raw = 10.0 + 2.0 * _image((1, *shape))
+    predict_volume(ckpt, raw[:, :20], keep_probabilities=False)  # first-use imports
+    full = k * int(np.prod(shape)) * 4
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        pred = predict_volume(ckpt, raw, keep_probabilities=False)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert pred.probabilities is None
+    assert pred.labels.shape == shape
+    # labels (1/16 of full) + blending buffers and one slab, each about 28/256 of full
+    assert peak < 0.5 * full, f"peak {peak / 2**20:.2f} MiB vs full {full / 2**20:.2f} MiB"
