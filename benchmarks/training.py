@@ -108,9 +108,10 @@ def _reference(cfg, image, annotation, warmup: int, steps: int) -> dict:
     model.train()
     annotated = 0
     t0 = None
+    c0 = None
     for it in range(warmup + steps):
         if it == warmup:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         x, y = random_batch()
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
@@ -120,7 +121,12 @@ def _reference(cfg, image, annotation, warmup: int, steps: int) -> dict:
         if it >= warmup:
             annotated += int((y != -1).sum())
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "annotated_voxels": annotated, "dtype": "torch.float32"}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - c0,
+        "annotated_voxels": annotated,
+        "dtype": "torch.float32",
+    }
 
 
 def _ours(cfg, image, annotation, warmup: int, steps: int) -> dict:
@@ -135,17 +141,22 @@ def _ours(cfg, image, annotation, warmup: int, steps: int) -> dict:
     for ev in trainer.run():
         if isinstance(ev, Step):
             if ev.iteration == warmup:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
             elif ev.iteration > warmup:
                 reported.append(ev.voxels_per_second)
                 if ev.iteration == warmup + steps:
-                    t1 = time.perf_counter()
+                    t1, c1 = time.perf_counter(), time.process_time()
     if t0 is None or t1 is None:
         raise RuntimeError("the Trainer did not report the expected Step events")
     seconds = t1 - t0
     # the Trainer's own figure: annotated patch voxels per second, averaged over steps
     annotated = float(np.median(reported)) * seconds if reported else None
-    return {"seconds": seconds, "annotated_voxels": annotated, "reported_vps": reported}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": c1 - c0,
+        "annotated_voxels": annotated,
+        "reported_vps": reported,
+    }
 
 
 def worker(a: dict) -> dict:
@@ -188,6 +199,7 @@ def run(args) -> dict:
 
     runs = C.interleave({"reference": make("reference"), "ours": make("ours")}, args.repeats)
     ref_s = C.median([r["seconds"] for r in runs["reference"]])
+    ref_cpu = C.median([r["cpu_seconds"] for r in runs["reference"]])
     rows = []
     for v in ("reference", "ours"):
         sec = C.median([r["seconds"] for r in runs[v]])
@@ -208,6 +220,8 @@ def run(args) -> dict:
                 "patch_voxels_per_second": args.steps * voxels_per_step / sec,
                 "annotated_voxels_per_second": ann,
                 "ratio_vs_reference": ref_s / sec,
+                "cpu_seconds": C.median([r["cpu_seconds"] for r in runs[v]]),
+                "cpu_ratio_vs_reference": ref_cpu / C.median([r["cpu_seconds"] for r in runs[v]]),
                 "peak_rss_mib": C.mib(max(r["peak_rss_bytes"] for r in runs[v])),
                 "threads": runs[v][0]["threads"],
             }
@@ -230,6 +244,7 @@ def run(args) -> dict:
             "reference": "UNet + Adam + CrossEntropyLoss(ignore_index=-1), numpy random "
             "crop, float32, no augmentation, default threads",
         },
+        "load_average_at_end": C.load_average(),
         "goals": {"ratio": GOAL_RATIO, "ratio_measured": ratio, "met": ratio >= GOAL_RATIO},
         "results": rows,
     }
@@ -257,6 +272,8 @@ def print_table(data: dict) -> None:
                 ("mvps", "patch Mvox/s", ".3f"),
                 ("amvps", "annotated Mvox/s", ".4f"),
                 ("ratio_vs_reference", "x reference", ".2f"),
+                ("cpu_seconds", "CPU s", ".1f"),
+                ("cpu_ratio_vs_reference", "x reference (CPU s)", ".2f"),
                 ("peak_rss_mib", "peak MiB", ".0f"),
                 ("threads", "threads", "d"),
             ],
