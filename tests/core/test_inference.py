@@ -457,7 +457,7 @@ def test_predict_rejects_nan_with_a_clear_message():
 
 
 def test_predict_labels_only_never_holds_full_probabilities(postprocess):
-    k, shape = 4, (256, 32, 32)
+    k, shape = 4, (512, 32, 32)
     ckpt = _checkpoint(task="semantic", cin=1, k=k, patch=(16, 32, 32))
     ckpt.config.infer.window_batch = 2
     raw = 10.0 + 2.0 * _image((1, *shape))
@@ -473,5 +473,5 @@ def test_predict_labels_only_never_holds_full_probabilities(postprocess):
         tracemalloc.stop()
     assert pred.probabilities is None
     assert pred.labels.shape == shape
-    # labels (1/16 of full) + blending buffers and one slab, each about 28/256 of full
-    assert peak < 0.5 * full, f"peak {peak / 2**20:.2f} MiB vs full {full / 2**20:.2f} MiB"
+    # labels (1/16 of full) + blending buffers and one slab, each about 28/512 of full
+    assert peak < 0.4 * full, f"peak {peak / 2**20:.2f} MiB vs full {full / 2**20:.2f} MiB"

@@ -599,6 +599,7 @@ def _slabs_one_window(model, image, window, config, device, dtype, batch, cancel
         slab = eng.finish(upto)
         if slab is not None:
             yield slab
+        del slab  # the consumer has it; do not hold it while the next one is computed
     return batch
 
 
@@ -782,13 +783,15 @@ def predict(
             labels[sl] = p[0] < 0.5
             boundaries[sl] = p[2]
         else:
-            # a few slices at a time: the argmax temporaries stay small
-            step = max(1, (1 << 22) // max(1, math.prod(p.shape[2:])))
+            # a few slices at a time: the argmax temporaries (a transposed copy of the
+            # probabilities and int64 indices) stay small
+            step = max(1, (1 << 20) // max(1, math.prod(p.shape[2:])))
             for j in range(0, p.shape[1], step):
-                part = p[:, j : j + step]
-                labels[item.start + j : item.start + j + part.shape[1]] = semantic_labels(part)
+                stop = min(j + step, p.shape[1])
+                labels[item.start + j : item.start + stop] = semantic_labels(p[:, j:stop])
         if probs is not None:
             probs[:, sl] = p
+        del item, p  # free this slab before the next one is computed
 
     instances = None
     if task == "instances":
