@@ -140,3 +140,18 @@ def test_mismatched_user_settings_are_refused():
 
 def test_divisor():
     assert divisor([[1, 2, 2], [2, 2, 2]], 3) == (2, 4, 4)
+
+
+def test_unset_width_depth_and_batch_are_planned_per_device():
+    cfg = Config()
+    cfg.model.base_width = None
+    cfg.model.depth = None
+    cfg.train.batch_size = None
+    cpu = make_plan((64, 128, 128), None, 1, cfg)
+    gpu = make_plan((64, 128, 128), None, 1, cfg, device="cuda", memory_bytes=40 * 2**30)
+    assert cpu.base_width < gpu.base_width
+    assert len(cpu.pool) == cpu.depth - 1
+    assert cpu.batch_size >= 1
+    cpu.apply(cfg)
+    assert cfg.model.base_width == cpu.base_width
+    assert cfg.train.batch_size == cpu.batch_size

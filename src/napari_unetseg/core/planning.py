@@ -35,6 +35,9 @@ CPU_PATCH_VOXELS = 32 * 64 * 64
 GPU_PATCH_VOXELS = 128**3
 CPU_PATCH_VOXELS_2D = 192 * 192
 GPU_PATCH_VOXELS_2D = 512 * 512
+#: Feature maps at the first level when the config leaves ``model.base_width`` unset: on
+#: a CPU, 8 trains about three times faster than 16 for a small loss in accuracy.
+CPU_BASE_WIDTH = 8
 #: Upper bound on windows per forward pass during prediction.
 CPU_MAX_WINDOW_BATCH = 2
 GPU_MAX_WINDOW_BATCH = 8
@@ -226,8 +229,11 @@ def make_plan(
     gpu = device_type in ("cuda", "mps")
     m, d, t = config.model, config.data, config.train
     notes: list[str] = []
-    depth, base = int(m.depth), int(m.base_width)
-    batch = int(t.batch_size)
+    # depth, width and batch size are normally set in the config; should a config leave
+    # them None, they are planned for the device like the other settings
+    depth = int(m.depth) if m.depth is not None else (5 if gpu else 4)
+    base = int(m.base_width) if m.base_width is not None else (32 if gpu else CPU_BASE_WIDTH)
+    batch = int(t.batch_size) if t.batch_size is not None else 2
 
     if memory_bytes is None and gpu:
         from .device import available_memory
