@@ -113,7 +113,7 @@ class PredictWidget(QWidget):
         self.threshold_spin.setValue(0.5)
         self.threshold_spin.setToolTip(
             "Foreground where the foreground probability exceeds this (semantic); "
-            "object cores where the interior probability exceeds it (instances)"
+            "object seeds where the smoothed interior-minus-boundary score exceeds it (instances)"
         )
         form.addRow("Threshold", self.threshold_spin)
         self.min_size_spin = QSpinBox()
