@@ -114,6 +114,15 @@ def test_sparsify_train_predict_evaluate_round_trip(volume, tmp_path, capsys):
     assert prob.shape[3] == 3
     assert np.allclose(prob.sum(axis=3), 1.0, atol=1e-3)
 
+    # --min-size reaches the post-processing: no piece of 12x24x20 holds 10**5 voxels
+    cleaned = tmp_path / "cleaned.nii.gz"
+    args = ["predict", "--model", str(model), "--image", str(d / "image.nii.gz")]
+    assert main([*args, "--out", str(cleaned), "--min-size", "100000", "--quiet"]) == 0
+    assert not np.asarray(nib.load(cleaned).dataobj).any()
+    assert np.asarray(p.dataobj).any(), "without --min-size something is foreground"
+    assert main([*args, "--out", str(tmp_path / "x.nii.gz"), "--min-size", "-3"]) == 1
+    assert "min_size" in capsys.readouterr().err
+
     capsys.readouterr()
     out_json = tmp_path / "m.json"
     assert (

@@ -243,6 +243,10 @@ def cmd_predict(args) -> int:
         cfg.device = args.device
     if args.window_batch is not None:
         cfg.window_batch = args.window_batch
+    if args.min_size is not None:
+        cfg.min_size = args.min_size
+    if args.interior_threshold is not None:
+        cfg.interior_threshold = args.interior_threshold
     cfg.validate()
     if args.instances and ckpt.task != "instances":
         raise CLIError(
@@ -393,6 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overlap", type=float)
     q.add_argument("--window-batch", type=int, help="windows per forward pass")
     q.add_argument("--tta", action="store_true", help="average over flips (slower)")
+    q.add_argument(
+        "--min-size",
+        type=int,
+        help="remove objects / class pieces with fewer voxels (default: the model's, 0)",
+    )
+    q.add_argument(
+        "--interior-threshold",
+        type=float,
+        help="instance seeds: smoothed p_interior - p_boundary above this (default 0.5)",
+    )
     q.add_argument("--device")
     common(q)
     q.set_defaults(func=cmd_predict)

@@ -30,6 +30,8 @@ def test_partial_dict_overrides_only_what_it_names():
         ({"train": {"iteratons": 3}}, "iteratons"),
         ({"train": {"task": "panoptic"}}, "task"),
         ({"infer": {"overlap": 1.0}}, "overlap"),
+        ({"infer": {"min_size": -1}}, "min_size"),
+        ({"infer": {"interior_threshold": 1.5}}, "interior_threshold"),
         ({"model": {"depth": 3, "pool": [[2, 2, 2]]}}, "pool"),
         ({"data": {"normalization": "minmax"}}, "normalization"),
     ],

@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 import torch
 
 from napari_unetseg.core.config import Config, InferConfig, ModelConfig
@@ -438,6 +439,32 @@ def test_predict_instances_2d(postprocess):
     assert set(np.unique(pred.labels)) <= {0, 1}
     # every object voxel lies in the foreground mask
     assert (pred.labels[pred.instances > 0] == 1).all()
+
+
+def test_predict_applies_the_stored_min_size_and_interior_threshold(postprocess):
+    # semantic: every piece of a class smaller than min_size becomes background
+    ckpt = _checkpoint(task="semantic", cin=1, k=3, patch=(8, 16, 16))
+    raw = 10.0 + 2.0 * _image((1, 11, 21, 23))
+    plain = predict_volume(ckpt, raw)
+    min_size = 30
+    ckpt.config.infer.min_size = min_size
+    cleaned = predict_volume(ckpt, raw)
+    expected = postprocess.semantic_labels(plain.probabilities, min_size=min_size)
+    np.testing.assert_array_equal(cleaned.labels, expected)
+    assert (cleaned.labels != plain.labels).any(), "a random network leaves small pieces"
+    for k in (1, 2):
+        comp, n = ndi.label(cleaned.labels == k)
+        assert n == 0 or np.bincount(comp.ravel())[1:].min() >= min_size
+
+    # instances: the threshold and size reach the watershed
+    ckpt = _checkpoint(task="instances", cin=1, k=3, dims=2, patch=(16, 16))
+    raw = 10.0 + 2.0 * _image((1, 40, 37))
+    probs = predict_volume(ckpt, raw).probabilities
+    ckpt.config.infer.min_size = 4
+    ckpt.config.infer.interior_threshold = -0.2
+    pred = predict_volume(ckpt, raw)
+    expected = postprocess.instance_labels(probs, interior_threshold=-0.2, min_size=4)
+    np.testing.assert_array_equal(pred.instances, expected)
 
 
 def test_predict_rejects_wrong_channels_and_dimensions():

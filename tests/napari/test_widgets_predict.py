@@ -56,6 +56,8 @@ def models(data, tmp_path_factory):
     image, semantic, instances = data
     sem = _tiny_checkpoint(image, semantic, "semantic")
     inst = _tiny_checkpoint(image, instances, "instances")
+    inst.config.infer.min_size = 3
+    inst.config.infer.interior_threshold = 0.4
     path = save_checkpoint(inst, tmp_path_factory.mktemp("models") / "objects.safetensors")
     return sem, path
 
@@ -140,6 +142,9 @@ def test_predict_threshold_and_export(
     widget.load_from(inst_path)
     assert widget.model_combo.currentText() == FILE
     assert "instances model" in widget.model_label.text()
+    # the model's stored post-processing settings become the widget's
+    assert widget.min_size_spin.value() == 3
+    assert widget.threshold_spin.value() == pytest.approx(0.4)
     _run(qtbot, widget)
     inst_layer = viewer.layers["scan instances"]
     boundary = viewer.layers["scan boundary probability"]

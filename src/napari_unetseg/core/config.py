@@ -134,8 +134,22 @@ class InferConfig:
     blend: str = "gaussian"
     device: str = "auto"
     precision: str = "auto"
+    #: Remove objects (instance task) or connected pieces of a class (semantic task)
+    #: with fewer voxels than this; 0 keeps everything. Set it below your smallest
+    #: object: on the built-in sample (objects of 311 to 4932 voxels) 100 removes the
+    #: false-positive specks of an under-trained model.
+    min_size: int = 0
+    #: Instance task: a voxel seeds an object where the smoothed
+    #: ``p_interior - p_boundary`` exceeds this (higher splits touching objects more).
+    interior_threshold: float = 0.5
 
     def validate(self) -> None:
+        if self.min_size < 0:
+            raise ConfigError(f"min_size must be 0 or more voxels, not {self.min_size}")
+        if not -1.0 < self.interior_threshold < 1.0:
+            raise ConfigError(
+                f"interior_threshold must lie in (-1, 1), not {self.interior_threshold}"
+            )
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), not {self.overlap}")
         if self.blend not in ("gaussian", "constant"):

@@ -43,8 +43,10 @@ from .events import CancelToken, Done, Event, Info, Progress
 MIN_WEIGHT = 1e-3
 #: Gaussian sigma as a fraction of the window size (nnU-Net uses 1/8).
 SIGMA_SCALE = 1.0 / 8.0
-#: At most this many windows per forward pass on the CPU when the config leaves it open:
-#: on 2 cores, 4 windows of 48^3 per pass took 25-50 % less CPU time than 1 or 2.
+#: At most this many windows per forward pass on the CPU when the config leaves it open
+#: (a planned model stores 2). On 2 cores, the demo's model (8 feature maps) over the
+#: sample's 32 windows of 48^3: 1 per pass 9.2-10.7 s, 2 per pass 1.7-2.7 s, 4 per pass
+#: 1.8-2.4 s (three runs each): one window per pass is far slower, 2 and 4 are alike.
 CPU_WINDOW_BATCH = 4
 #: ... and at most this many window voxels per pass (bounds the activation memory).
 CPU_BATCH_VOXELS = 1 << 19
@@ -709,7 +711,7 @@ def predict(
         :class:`Done` whose ``result`` is a :class:`Prediction`.
     """
     from .device import autocast_dtype, select_device
-    from .postprocess import instance_labels, semantic_labels
+    from .postprocess import instance_labels, remove_small_components, semantic_labels
 
     if probabilities_dtype not in ("float32", "float16"):
         raise ValueError(
@@ -795,9 +797,13 @@ def predict(
 
     instances = None
     if task == "instances":
-        instances = instance_labels(probs)
-        if not keep_probabilities:
-            probs = None
+        instances = instance_labels(
+            probs, interior_threshold=config.interior_threshold, min_size=config.min_size
+        )
+    elif config.min_size > 1:
+        remove_small_components(labels, config.min_size)
+    if task == "instances" and not keep_probabilities:
+        probs = None
     seconds = time.perf_counter() - t0
     result = Prediction(
         labels=labels, probabilities=probs, boundaries=boundaries, instances=instances, task=task

@@ -52,8 +52,16 @@ def semantic_labels(probabilities: np.ndarray, min_size: int = 0) -> np.ndarray:
     if p.shape[0] > 256:
         raise ValueError(f"at most 256 classes fit into uint8 labels, got {p.shape[0]}")
     labels = np.argmax(p, axis=0).astype(np.uint8)
-    if min_size > 1:
-        for k in range(1, p.shape[0]):
+    return remove_small_components(labels, min_size)
+
+
+def remove_small_components(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """In place: connected pieces (face connectivity) of each class with fewer than
+    ``min_size`` voxels -> 0 (background)."""
+    if min_size > 1 and labels.size:
+        for k in np.unique(labels):
+            if k == 0:
+                continue
             comp, n = ndi.label(labels == k)
             if n:
                 small = np.bincount(comp.reshape(-1)) < min_size

@@ -161,6 +161,10 @@ class PredictWidget(QWidget):
         self.loaded_name = Path(path).name
         self.model_combo.setCurrentText(FILE)
         self._update_model_label()
+        # the model's stored post-processing becomes the starting point here
+        self.min_size_spin.setValue(int(ckpt.config.infer.min_size))
+        if ckpt.task == "instances":
+            self.threshold_spin.setValue(float(ckpt.config.infer.interior_threshold))
         return ckpt
 
     def _update_model_label(self, *_):
@@ -192,7 +196,13 @@ class PredictWidget(QWidget):
                 f"{image.ndim - 1}D data"
             )
         source = layers[0]
-        infer = dataclasses.replace(ckpt.config.infer, tta=self.tta_check.isChecked())
+        infer = dataclasses.replace(
+            ckpt.config.infer,
+            tta=self.tta_check.isChecked(),
+            min_size=int(self.min_size_spin.value()),
+        )
+        if ckpt.task == "instances":
+            infer.interior_threshold = float(self.threshold_spin.value())
         self.last_done = None
 
         def factory(token):
