@@ -89,6 +89,21 @@ def test_window_count_is_not_above_monai():
         assert len(window_starts(size, window, overlap)) <= monai
 
 
+def test_window_positions_are_monai_s_unless_that_costs_a_window():
+    def monai(size, window, overlap):
+        interval = max(int(window * (1 - overlap)), 1)
+        n = int(np.ceil((size - window) / interval)) + 1
+        return [min(i * interval, size - window) for i in range(n)]
+
+    for size, window, overlap in [(256, 48, 0.25), (64, 48, 0.25), (513, 96, 0.5), (77, 20, 0.3)]:
+        assert window_starts(size, window, overlap) == monai(size, window, overlap)
+    # 30 * 0.75 = 22.5: MONAI steps by 22 and needs 4 windows over 75 voxels, 3 suffice
+    assert len(monai(75, 30, 0.25)) == 4
+    starts = window_starts(75, 30, 0.25)
+    assert starts == [0, 22, 45]
+    assert min(a + 30 - b for a, b in zip(starts, starts[1:])) >= int(0.25 * 30)
+
+
 def test_window_grid_is_sorted_along_the_first_axis():
     grid = window_grid((40, 30, 20), (16, 16, 16), 0.5)
     assert len(grid) == count_windows((40, 30, 20), (16, 16, 16), 0.5)

