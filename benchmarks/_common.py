@@ -148,7 +148,19 @@ def current_rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """High-water mark of this process's resident set size (ru_maxrss)."""
+    """High-water mark of this process's resident set size.
+
+    Linux: ``VmHWM`` from /proc/self/status, which starts afresh with the new address
+    space of an exec'd interpreter. ``ru_maxrss`` is kept across exec, so a worker started
+    by a driver that once held a large volume would report the driver's peak instead.
+    Elsewhere ``ru_maxrss``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

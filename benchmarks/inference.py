@@ -14,7 +14,9 @@ from one variant to the next), repeats interleaved, medians reported:
 * ``ours_sw``     :func:`napari_unetseg.core.inference.sliding_window` with the default
                   :class:`InferConfig` (window batch, precision as planned);
 * ``ours_predict`` :func:`napari_unetseg.core.inference.predict` from the raw image
-                  (normalisation, sliding window, argmax: the whole user-facing call).
+                  (normalisation, sliding window, argmax: the whole user-facing call),
+                  labels only (``keep_probabilities=False``), as ``unetseg predict``
+                  without ``--probabilities``.
 
 Reported: voxels per second, ratio to ``monai_sw1``, peak RSS and its rise during the
 call, and the share of voxels whose argmax agrees with the float32 MONAI reference.
@@ -283,7 +285,10 @@ def worker(a: dict) -> dict:
         ckpt = load_checkpoint(workdir / "model.safetensors")
 
         def call(img):
-            return run_to_completion(predict(ckpt, img, ckpt.config.infer)).result
+            # what `unetseg predict` does without --probabilities: labels only
+            return run_to_completion(
+                predict(ckpt, img, ckpt.config.infer, keep_probabilities=False)
+            ).result
 
     else:
         raise SystemExit(f"unknown variant {variant}")

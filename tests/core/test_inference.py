@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 import numpy as np
@@ -101,7 +102,7 @@ def test_window_positions_are_monai_s_unless_that_costs_a_window():
     assert len(monai(75, 30, 0.25)) == 4
     starts = window_starts(75, 30, 0.25)
     assert starts == [0, 22, 45]
-    assert min(a + 30 - b for a, b in zip(starts, starts[1:])) >= int(0.25 * 30)
+    assert min(a + 30 - b for a, b in itertools.pairwise(starts)) >= int(0.25 * 30)
 
 
 def test_window_grid_is_sorted_along_the_first_axis():

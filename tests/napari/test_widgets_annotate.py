@@ -84,6 +84,9 @@ def test_annotation_layer_mark_slices_and_summary(setup, qtbot, monkeypatch):
     layer.undo()
     data = np.asarray(layer.data)
     assert (data > 0).sum() == 2
+    # ... and the summary follows the undo
+    qtbot.waitUntil(lambda: widget.summary["annotated_slices"]["z"] == 0, timeout=3000)
+    assert widget.summary["voxels_per_class"]["background"] == 0
 
     # --- the keyboard shortcut on another axis: (z, x) planes shown, slice y = 9
     viewer.dims.order = (1, 0, 2)

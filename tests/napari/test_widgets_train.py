@@ -160,7 +160,7 @@ def test_responsive_stop_and_close_during_training(setup, qtbot):
     timer.stop()
     worst = max(gaps)
     print(f"event loop: {len(gaps)} ticks, worst gap {1000 * worst:.0f} ms")
-    assert worst < 0.15
+    assert worst < 0.1, f"the event loop stalled for {1000 * worst:.0f} ms"
 
     # --- Stop keeps the model trained so far
     with qtbot.waitSignal(widget.runner.finished, timeout=30_000):

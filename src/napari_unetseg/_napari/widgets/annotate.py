@@ -63,6 +63,7 @@ class AnnotateWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self._watched: Any = None
+        self._history_seen: tuple[int, int] | None = None
         self.summary: dict | None = None
 
         layout = QVBoxLayout(self)
@@ -322,10 +323,14 @@ class AnnotateWidget(QWidget):
         if old is not None:
             for ev in (old.events.paint, old.events.data):
                 ev.disconnect(self._schedule_summary)
+            old.events.set_data.disconnect(self._maybe_undone)
         self._watched = layer
+        self._history_seen = _history_lengths(layer)
         if layer is not None:
             layer.events.paint.connect(self._schedule_summary)
             layer.events.data.connect(self._schedule_summary)
+            # undo / redo change the data in place and only refresh the layer
+            layer.events.set_data.connect(self._maybe_undone)
             names = layer.metadata.get(CLASSES_KEY)
             if names and layer.metadata.get(TASK_KEY) != "instances":
                 self.class_list.blockSignals(True)
@@ -337,6 +342,14 @@ class AnnotateWidget(QWidget):
 
     def _schedule_summary(self, event=None) -> None:
         self._summary_timer.start()
+
+    def _maybe_undone(self, event=None) -> None:
+        """``set_data`` also fires on every slice change: recount only when the layer's
+        undo/redo history moved (an undo or redo), which is cheap to check."""
+        seen = _history_lengths(self._watched)
+        if seen != self._history_seen:
+            self._history_seen = seen
+            self._summary_timer.start()
 
     def _run(self, fn, *args) -> Any:
         try:
@@ -377,3 +390,12 @@ def _format_summary(s: dict) -> str:
     if missing:
         lines.append(f"<b>warning:</b> no voxels painted for {', '.join(missing)}")
     return "<br>".join(lines)
+
+
+def _history_lengths(layer) -> tuple[int, int] | None:
+    """Lengths of a Labels layer's undo and redo queues (``None`` if it has none)."""
+    undo = getattr(layer, "_undo_history", None)
+    redo = getattr(layer, "_redo_history", None)
+    if undo is None or redo is None:
+        return None
+    return len(undo), len(redo)
