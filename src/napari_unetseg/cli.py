@@ -340,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--out", default="demo_output", help="folder for results (default: %(default)s)"
     )
-    d.add_argument("--iterations", type=int, default=None, help="training iterations per task")
+    d.add_argument(
+        "--iterations", type=int, default=None, help="training iterations per task (default 200)"
+    )
     d.add_argument("--task", choices=("semantic", "instances", "both"), default="both")
     d.add_argument("--device", default="auto")
     d.add_argument("--seed", type=int, default=0)

@@ -88,7 +88,11 @@ class TrainConfig:
     """The optimisation loop."""
 
     task: str = "semantic"
-    iterations: int = 150
+    #: Length of the schedule (warm-up, then cosine decay over all iterations). On the
+    #: sample with 10 % of slices on 2 CPU cores, 300 reached validation Dice 0.909 at
+    #: iteration 150 (48 s) and whole-volume Dice 0.906; a 150-iteration schedule, whose
+    #: learning rate has decayed to zero by then, ended at 0.86 / 0.85.
+    iterations: int = 300
     batch_size: int = 2
     #: Peak AdamW learning rate (after a short warm-up, then cosine decay). 1e-2 reached
     #: validation Dice 0.9 on the sample in half the steps that 3e-3 needed.
@@ -141,7 +145,7 @@ class InferConfig:
     min_size: int = 0
     #: Instance task: a voxel seeds an object where the smoothed
     #: ``p_interior - p_boundary`` exceeds this (higher splits touching objects more).
-    interior_threshold: float = 0.5
+    interior_threshold: float = 0.8
 
     def validate(self) -> None:
         if self.min_size < 0:

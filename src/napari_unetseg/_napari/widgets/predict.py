@@ -62,6 +62,7 @@ class PredictWidget(QWidget):
         self.state = model_state(self.viewer)
         self.runner = EventRunner()
         self.loaded: Any = None
+        self._synced: Any = None  # the checkpoint whose settings the controls hold
         self.loaded_name = ""
         self.results: dict[str, Any] = {}
         self.result_layers: dict[str, dict[str, Any]] = {}
@@ -161,10 +162,6 @@ class PredictWidget(QWidget):
         self.loaded_name = Path(path).name
         self.model_combo.setCurrentText(FILE)
         self._update_model_label()
-        # the model's stored post-processing becomes the starting point here
-        self.min_size_spin.setValue(int(ckpt.config.infer.min_size))
-        if ckpt.task == "instances":
-            self.threshold_spin.setValue(float(ckpt.config.infer.interior_threshold))
         return ckpt
 
     def _update_model_label(self, *_):
@@ -174,8 +171,23 @@ class PredictWidget(QWidget):
             else:
                 text = self.state.describe()
             self.model_label.setText(text)
+            self._sync_postprocess()
         except RuntimeError:  # the label was deleted with the widget
             pass
+
+    def _sync_postprocess(self) -> None:
+        """A newly chosen model's stored post-processing (minimum size; for an instance
+        model the seed threshold) becomes the starting point of the controls; the
+        user's edits stay until the model changes."""
+        ckpt = self.checkpoint
+        if ckpt is None or ckpt is self._synced:
+            return
+        self._synced = ckpt
+        self.min_size_spin.setValue(int(ckpt.config.infer.min_size))
+        if ckpt.task == "instances":
+            self.threshold_spin.setValue(float(ckpt.config.infer.interior_threshold))
+        else:
+            self.threshold_spin.setValue(0.5)
 
     # ------------------------------------------------------------------ run
 

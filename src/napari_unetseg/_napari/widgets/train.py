@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...core.config import TrainConfig
 from ...core.events import Done, Info, Preview, Validation
 from ..state import describe_checkpoint, model_state
 from ..workers import EventRunner, Steps
@@ -186,7 +187,7 @@ class TrainWidget(QWidget):
         form.addRow("Patch size", self.patch_edit)
         self.iterations_spin = QSpinBox()
         self.iterations_spin.setRange(1, 1_000_000)
-        self.iterations_spin.setValue(300)
+        self.iterations_spin.setValue(TrainConfig().iterations)
         form.addRow("Iterations", self.iterations_spin)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(5)
