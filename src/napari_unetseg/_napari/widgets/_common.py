@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem
 
 META_KEY = "unetseg_meta"
@@ -342,6 +342,31 @@ def stop_work_on_close(widget, runner) -> None:
     app = QApplication.instance()
     if app is not None:
         app.aboutToQuit.connect(runner.abort)
+
+
+class StopsWorkWhenGone:
+    """Mixin for a QWidget whose background work runs in ``self.runner`` (an
+    EventRunner): the work is aborted when the widget is taken out of its dock, when its
+    window closes, or when it is closed itself; merely hiding it behind another tab
+    leaves the work running."""
+
+    def event(self, event) -> bool:
+        # taken out of its dock (napari's remove_dock_widget sets the parent to None)
+        if event.type() == QEvent.ParentChange and self.parent() is None:
+            self.runner.abort()
+        return super().event(event)
+
+    def hideEvent(self, event) -> None:
+        super().hideEvent(event)
+        QTimer.singleShot(0, self._stop_if_gone)
+
+    def _stop_if_gone(self) -> None:
+        if self.runner.running and widget_gone(self):
+            self.runner.abort()
+
+    def closeEvent(self, event) -> None:
+        self.runner.abort()
+        super().closeEvent(event)
 
 
 def widget_gone(widget) -> bool:

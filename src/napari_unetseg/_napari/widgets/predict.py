@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,6 +34,7 @@ from ._common import (
     TASK_KEY,
     LayerChecklist,
     LayerCombo,
+    StopsWorkWhenGone,
     class_colour,
     geometry_kwargs,
     image_array,
@@ -41,14 +42,13 @@ from ._common import (
     notify_info,
     set_or_add_layer,
     stop_work_on_close,
-    widget_gone,
 )
 
 CURRENT = "current model (trained or loaded in Train)"
 FILE = "model loaded here from a file"
 
 
-class PredictWidget(QWidget):
+class PredictWidget(StopsWorkWhenGone, QWidget):
     """Dock widget: model, image channel(s), Run / Cancel, post-processing, export.
 
     Scriptable API: :meth:`run`, :meth:`cancel`, :meth:`load_from`,
@@ -63,6 +63,7 @@ class PredictWidget(QWidget):
         self.runner = EventRunner()
         self.loaded: Any = None
         self._synced: Any = None  # the checkpoint whose settings the controls hold
+        self._made_with: tuple[float, int] = (0.5, 0)
         self.loaded_name = ""
         self.results: dict[str, Any] = {}
         self.result_layers: dict[str, dict[str, Any]] = {}
@@ -215,6 +216,12 @@ class PredictWidget(QWidget):
         )
         if ckpt.task == "instances":
             infer.interior_threshold = float(self.threshold_spin.value())
+        # what the labels will have been made with (semantic: plain argmax = 0.5), so
+        # that they are recomputed on arrival only if the controls moved meanwhile
+        self._made_with = (
+            infer.interior_threshold if ckpt.task == "instances" else 0.5,
+            infer.min_size,
+        )
         self.last_done = None
 
         def factory(token):
@@ -338,9 +345,8 @@ class PredictWidget(QWidget):
         self.result_layers[name] = layers
         self.export_combo.refresh()
         self.export_combo.set_value(layers.get("instances", layers["labels"]))
-        if (
-            self.threshold_spin.value() != 0.5 or self.min_size_spin.value() != 0
-        ) and probs is not None:
+        now = (float(self.threshold_spin.value()), int(self.min_size_spin.value()))
+        if probs is not None and now != self._made_with:
             self.recompute()
 
     def recompute(self) -> None:
@@ -453,24 +459,6 @@ class PredictWidget(QWidget):
             fn()
         except Exception as exc:
             notify_error(str(exc))
-
-    def event(self, event) -> bool:
-        # taken out of its dock (napari's remove_dock_widget sets the parent to None)
-        if event.type() == QEvent.ParentChange and self.parent() is None:
-            self.runner.abort()
-        return super().event(event)
-
-    def hideEvent(self, event) -> None:
-        super().hideEvent(event)
-        QTimer.singleShot(0, self._stop_if_gone)
-
-    def _stop_if_gone(self) -> None:
-        if self.runner.running and widget_gone(self):
-            self.runner.abort()
-
-    def closeEvent(self, event) -> None:
-        self.runner.abort()
-        super().closeEvent(event)
 
 
 def _thresholded(probs: np.ndarray, threshold: float) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -42,6 +42,7 @@ from ._common import (
     TASK_KEY,
     LayerChecklist,
     LayerCombo,
+    StopsWorkWhenGone,
     current_slice,
     format_seconds,
     geometry_kwargs,
@@ -49,7 +50,6 @@ from ._common import (
     notify_error,
     spacing_of,
     stop_work_on_close,
-    widget_gone,
 )
 
 MODEL_SIZES = [
@@ -112,7 +112,7 @@ class DeviceCombo(QComboBox):
         return str(data) if data else self.currentText()
 
 
-class TrainWidget(QWidget):
+class TrainWidget(StopsWorkWhenGone, QWidget):
     """Dock widget: inputs, settings, Start / Stop / Continue, progress, plot, preview.
 
     Scriptable API: :meth:`build_config`, :meth:`start`, :meth:`stop`,
@@ -731,24 +731,6 @@ class TrainWidget(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "Model (*.safetensors)")
         if path:
             self._guard(lambda: self.load_from(path))
-
-    def event(self, event) -> bool:
-        # taken out of its dock (napari's remove_dock_widget sets the parent to None)
-        if event.type() == QEvent.ParentChange and self.parent() is None:
-            self.runner.abort()
-        return super().event(event)
-
-    def hideEvent(self, event) -> None:
-        super().hideEvent(event)
-        QTimer.singleShot(0, self._stop_if_gone)
-
-    def _stop_if_gone(self) -> None:
-        if self.runner.running and widget_gone(self):
-            self.runner.abort()
-
-    def closeEvent(self, event) -> None:
-        self.runner.abort()
-        super().closeEvent(event)
 
 
 def _format_validation(ev: Validation) -> str:
