@@ -5,7 +5,8 @@ Run under a (virtual) display, for example::
     xvfb-run -a -s "-screen 0 1600x1300x24" .venv/bin/python scripts/screenshots.py
 
 It opens the synthetic sample (cropped to keep training short), simulates sparse
-annotations, trains a small model for a few dozen iterations, predicts, evaluates, and
+annotations, trains the default model for 150 steps (about a minute on 2 CPU cores),
+predicts, evaluates, and
 saves one picture of the window per dock widget to docs/images/.
 """
 
@@ -43,7 +44,7 @@ def _grab(viewer, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
-    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--iterations", type=int, default=150)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -84,10 +85,6 @@ def main(argv=None) -> int:
     train.image_list.set_checked([image_name])
     train.annotation_combo.set_value(annotate.annotation_combo.value)
     train.validation_combo.set_value(truth_name)
-    train.size_combo.setCurrentText("tiny (4)")
-    train.depth_spin.setValue(3)
-    train.patch_edit.setText("8,32,32")
-    train.threads_spin.setValue(1)
     train.iterations_spin.setValue(args.iterations)
     train.device_combo.setCurrentText("cpu")
     train.preview_spin.setValue(1.0)

@@ -14,6 +14,7 @@ from qtpy.QtCore import Qt, QTimer
 from napari_unetseg._napari.state import model_state
 from napari_unetseg._napari.widgets.train import PREVIEW_LAYER, TrainWidget
 from napari_unetseg.core.annotations import sparsify
+from napari_unetseg.core.config import TrainConfig
 from napari_unetseg.core.io import meta_from_array
 from napari_unetseg.core.sample import make_sample
 
@@ -36,6 +37,11 @@ def setup(make_napari_viewer):
         metadata={"unetseg_class_names": ["bright", "textured"], "unetseg_task": "semantic"},
     )
     widget = TrainWidget(viewer)
+    # the widget opens on the core's defaults (one schema for GUI and command line)
+    defaults = TrainConfig()
+    assert widget.iterations_spin.value() == defaults.iterations
+    assert widget.lr_spin.value() == pytest.approx(defaults.learning_rate)
+    assert widget.preview_spin.value() == pytest.approx(defaults.preview_seconds)
     viewer.window.add_dock_widget(widget)
     widget.image_list.set_checked(["scan"])
     widget.annotation_combo.set_value("scan annotations")
