@@ -148,6 +148,8 @@ def _apply_train_flags(cfg: Config, args) -> Config:
         cfg.infer.device = args.device
     if args.seed is not None:
         t.seed = args.seed
+    if args.compile:
+        t.compile = True
     if args.patch is not None:
         d.patch_size = tuple(args.patch)
     if args.normalization is not None:
@@ -377,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--iterations", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="learning rate")
+    t.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the training step (faster steps after a slow first one; long runs)",
+    )
     t.add_argument("--patch", type=int, nargs="+", metavar="N", help="patch size (Z Y X)")
     t.add_argument("--normalization", choices=("auto", "zscore", "ct", "percentile", "none"))
     t.add_argument("--no-augment", action="store_true")

@@ -1,6 +1,7 @@
 """The Trainer: event sequence, cancellation, resume, determinism, tasks, and learning."""
 
 import itertools
+import shutil
 
 import numpy as np
 import pytest
@@ -254,3 +255,45 @@ def test_learns_from_ten_percent_of_slices():
     assert len(dice) == 2
     assert np.mean(dice) >= 0.85, res
     assert min(dice) >= 0.75, res
+
+
+def _losses_and_infos(sample, annotation, **train):
+    cfg = tiny_config(iterations=3, validate_every=10, **train)
+    events = list(Trainer(sample[0][None], annotation, cfg).run())
+    losses = [e.loss for e in events if isinstance(e, Step)]
+    infos = [e for e in events if isinstance(e, Info)]
+    return losses, infos, events[-1].result
+
+
+def test_compile_that_fails_falls_back_to_the_eager_network(sample, annotation, monkeypatch):
+    eager, _, _ = _losses_and_infos(sample, annotation)
+
+    class Broken:
+        def __init__(self, module):
+            self.module = module
+
+        def __call__(self, x):
+            raise RuntimeError("no C++ compiler found\nlong trace")
+
+    monkeypatch.setattr(torch, "compile", Broken)
+    losses, infos, ckpt = _losses_and_infos(sample, annotation, compile=True)
+    warnings = [i for i in infos if i.level == "warning"]
+    assert len(warnings) == 1
+    assert "compiling failed (RuntimeError: no C++ compiler found)" in warnings[0].message
+    assert losses == eager  # the same steps, run eagerly
+    assert ckpt.iterations == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile needs a C++ compiler on the CPU",
+)
+def test_compiled_training_step_matches_the_eager_one(sample, annotation):
+    eager, _, ref = _losses_and_infos(sample, annotation)
+    losses, infos, ckpt = _losses_and_infos(sample, annotation, compile=True)
+    assert any("torch.compile" in i.message for i in infos)
+    assert not [i for i in infos if i.level == "warning"], [i.message for i in infos]
+    np.testing.assert_allclose(losses, eager, rtol=1e-3)
+    # the checkpoint holds the plain module's weights, without the compiler's prefix
+    assert set(ckpt.state_dict) == set(ref.state_dict)

@@ -231,6 +231,17 @@ class Trainer:
         self.channels_last = self.device.type == "cpu" and len(spatial) == 3
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
+        # the network as the training step calls it: compiled on request (validation and
+        # previews keep the eager module, which shares the weights)
+        self._step_model = self.model
+        self._compile_pending = False
+        self._notes: list[Info] = []
+        if cfg.train.compile:
+            try:
+                self._step_model = torch.compile(self.model)
+                self._compile_pending = True
+            except Exception as e:  # e.g. a Python version torch.compile does not support
+                self._notes.append(_compile_failed(e))
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=cfg.train.learning_rate,
@@ -268,6 +279,10 @@ class Trainer:
         ]
         if resume is not None:
             self.info.append(Info(f"continuing from iteration {self.iteration}"))
+        if cfg.train.compile:
+            self.info.append(
+                Info("compiling the network (torch.compile): the first step takes a while")
+            )
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -343,6 +358,8 @@ class Trainer:
         """Train ``config.train.iterations`` steps, yielding events (see the module)."""
         cfg = self.config.train
         yield from self.info
+        while self._notes:
+            yield self._notes.pop(0)
         start = self.iteration
         n = int(cfg.iterations)
         total = start + n
@@ -375,6 +392,8 @@ class Trainer:
                 voxels_per_second=annotated / max(now - t_step, 1e-9),
                 seconds=now - t0,
             )
+            while self._notes:  # e.g. compiling failed and the eager network took over
+                yield self._notes.pop(0)
             if self.val_mask is not None and (
                 self.iteration % validate_every == 0 or step + 1 == n
             ):
@@ -438,13 +457,28 @@ class Trainer:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _compiled_forward(self, x):
+        """The training forward pass; if compiling fails (no C++ compiler, an operation
+        the compiler does not support), training goes on with the eager network and an
+        Info says so."""
+        if not self._compile_pending:
+            return self._step_model(x)
+        try:
+            logits = self._step_model(x)
+        except Exception as e:  # torch.compile's errors have no common base class
+            self._step_model = self.model
+            self._notes.append(_compile_failed(e))
+            logits = self.model(x)
+        self._compile_pending = False
+        return logits
+
     def _train_step(self) -> tuple[float, int]:
         x_np, y_np = self.sampler.sample(self.config.train.batch_size)
         x = self._to_device(x_np)
         y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
         self.model.train()
         with self._autocast():
-            logits = self.model(x)
+            logits = self._compiled_forward(x)
         loss = self.loss_fn(logits.float(), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -545,6 +579,14 @@ class Trainer:
         probs = self._probabilities(slab, overlap=0.0)
         plane = np.take(probs, index - lo, axis=1 + axis)
         return Preview(self.iteration, axis, index, np.ascontiguousarray(plane, np.float32))
+
+
+def _compile_failed(e: Exception) -> Info:
+    first = (str(e).splitlines() or [""])[0][:200]
+    return Info(
+        f"compiling failed ({type(e).__name__}: {first}); training continues without it",
+        level="warning",
+    )
 
 
 def train(image, annotation, config: Config, **kwargs) -> Checkpoint:
