@@ -8,6 +8,7 @@ machine hurts both sides alike; medians are reported.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -206,6 +207,26 @@ def worker_entry(fn: Callable[[dict], dict]) -> None:
 
 
 # --------------------------------------------------------------------------- output
+
+
+def arg_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line of ``python -m benchmarks.<name>``, its help from ``doc``."""
+    return argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{name}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def report(name: str, args, run: Callable, print_table: Callable[[dict], None]) -> int:
+    """Run a benchmark, write its JSON (``--out`` or ``results/<name>[_smoke].json``),
+    print its table and say where the JSON went."""
+    out = args.out or str(RESULTS_DIR / f"{name}{'_smoke' if args.smoke else ''}.json")
+    data = run(args)
+    write_json(data, out)
+    print_table(data)
+    print(f"wrote {out}")
+    return 0
 
 
 def write_json(data: dict, out: str | Path) -> Path:

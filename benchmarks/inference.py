@@ -29,7 +29,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -466,11 +465,7 @@ def print_table(data: dict) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.inference",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = C.arg_parser("inference", __doc__)
     p.add_argument("--smoke", action="store_true", help="tiny model and volume, 1 repeat")
     p.add_argument("--sizes", help=f"volumes ZxYxX, comma separated (default {FULL_SIZES})")
     p.add_argument("--repeats", type=int, help="interleaved repeats (default 3)")
@@ -512,14 +507,7 @@ def main(argv=None) -> int:
     args.inprocess = args.inprocess or (args.smoke and not args.subprocess)
     if args.train_iterations is None:
         args.train_iterations = 2 if args.smoke else 40
-    out = args.out or str(
-        C.RESULTS_DIR / ("inference_smoke.json" if args.smoke else "inference.json")
-    )
-    data = run(args)
-    C.write_json(data, out)
-    print_table(data)
-    print(f"wrote {out}")
-    return 0
+    return C.report("inference", args, run, print_table)
 
 
 if __name__ == "__main__":

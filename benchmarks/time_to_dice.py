@@ -20,7 +20,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -352,11 +351,7 @@ def _print_curve(data: dict, g: dict) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.time_to_dice",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = C.arg_parser("time_to_dice", __doc__)
     p.add_argument("--smoke", action="store_true", help="tiny model, volume and budgets")
     p.add_argument(
         "--iterations",
@@ -376,7 +371,7 @@ def main(argv=None) -> int:
         "--curve-iterations",
         type=int,
         default=None,
-        help="training iterations per annotation in part 2 (default 150)",
+        help="training iterations per annotation in part 2 (default: the config default)",
     )
     p.add_argument(
         "--parts",
@@ -409,15 +404,8 @@ def main(argv=None) -> int:
         args.iterations = args.iterations or TrainConfig().iterations
         args.eval_every = args.eval_every or 25
         args.max_seconds = args.max_seconds or 180.0
-        args.curve_iterations = args.curve_iterations or 150
-    out = args.out or str(
-        C.RESULTS_DIR / ("time_to_dice_smoke.json" if args.smoke else "time_to_dice.json")
-    )
-    data = run(args)
-    C.write_json(data, out)
-    print_table(data)
-    print(f"wrote {out}")
-    return 0
+        args.curve_iterations = args.curve_iterations or TrainConfig().iterations
+    return C.report("time_to_dice", args, run, print_table)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -66,14 +65,7 @@ def resolve_config(smoke: bool) -> dict:
 
     cfg = _config(smoke)
     image, _ = _data(smoke)
-    plan = make_plan(image.shape, (1.0, 1.0, 1.0), 1, cfg)
-    cfg.data.patch_size = tuple(int(p) for p in plan.patch_size)
-    cfg.model.pool = [list(map(int, k)) for k in plan.pool]
-    cfg.model.depth = int(plan.depth)
-    cfg.model.base_width = int(plan.base_width)
-    cfg.train.batch_size = int(plan.batch_size)
-    cfg.infer.window_batch = int(plan.window_batch)
-    return cfg.to_dict()
+    return make_plan(image.shape, (1.0, 1.0, 1.0), 1, cfg).apply(cfg).to_dict()
 
 
 # --------------------------------------------------------------------------- workers
@@ -299,11 +291,7 @@ def print_table(data: dict) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.training",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = C.arg_parser("training", __doc__)
     p.add_argument("--smoke", action="store_true", help="tiny model and volume")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 3)")
@@ -319,14 +307,7 @@ def main(argv=None) -> int:
     args.steps = args.steps or (3 if args.smoke else 20)
     args.warmup = args.warmup or (1 if args.smoke else 3)
     args.repeats = args.repeats or (1 if args.smoke else 3)
-    out = args.out or str(
-        C.RESULTS_DIR / ("training_smoke.json" if args.smoke else "training.json")
-    )
-    data = run(args)
-    C.write_json(data, out)
-    print_table(data)
-    print(f"wrote {out}")
-    return 0
+    return C.report("training", args, run, print_table)
 
 
 if __name__ == "__main__":

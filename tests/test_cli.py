@@ -12,6 +12,7 @@ import pytest
 
 from napari_unetseg.cli import main
 from napari_unetseg.core.io import VolumeMeta, write_labels
+from napari_unetseg.core.postprocess import instance_labels
 from napari_unetseg.core.sample import make_sample
 
 TINY = {
@@ -197,6 +198,17 @@ def test_instances_pipeline_writes_boundaries_and_instances(volume, tmp_path):
     assert b.min() >= 0.0
     assert b.max() <= 1.0
     assert np.allclose(nib.load(out["instances"]).affine, affine)
+
+    # --interior-threshold and --min-size reach the watershed: the written objects equal
+    # the post-processing of the written probabilities with those settings
+    tuned, probs = tmp_path / "tuned.nii.gz", tmp_path / "probs.nii.gz"
+    args = ["predict", "--model", str(model), "--image", str(d / "image.nii.gz")]
+    extra = ["--interior-threshold", "0.3", "--min-size", "5", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "l.nii.gz"), "--instances", str(tuned),
+                 "--probabilities", str(probs), *extra]) == 0  # fmt: skip
+    p_zyx = np.asarray(nib.load(probs).dataobj, dtype=np.float32).transpose(3, 2, 1, 0)
+    expected = instance_labels(p_zyx, interior_threshold=0.3, min_size=5)
+    np.testing.assert_array_equal(np.asarray(nib.load(tuned).dataobj).T, expected)
     assert (
         main(
             [
@@ -316,3 +328,24 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
     assert "F1" in capsys.readouterr().out
     # a second run into the same folder refuses to overwrite
     assert main(["demo", "--out", str(out), "--iterations", "1", "--quiet"]) == 1
+
+
+def test_train_compile_flag_compiles_the_training_step(volume, tmp_path, monkeypatch):
+    import torch
+
+    d, _, _ = volume
+    sparse = tmp_path / "sparse.nii.gz"
+    main(["sparsify", "--labels", str(d / "truth.nii.gz"), "--out", str(sparse)])
+    compiled = []
+
+    def fake_compile(module):  # stands in for torch.compile: records, runs eagerly
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    args = ["train", "--image", str(d / "image.nii.gz"), "--labels", str(sparse)]
+    args += ["--config", str(d / "tiny.json"), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a.safetensors")]) == 0
+    assert compiled == []
+    assert main([*args, "--out", str(tmp_path / "b.safetensors"), "--compile"]) == 0
+    assert len(compiled) == 1

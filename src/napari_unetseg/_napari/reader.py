@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.io import SUPPORTED_SUFFIXES, VolumeMeta, read_volume
+from ..core.io import SUPPORTED_SUFFIXES, VolumeMeta, file_stem, read_volume
 
 META_KEY = "unetseg_meta"
 SOURCE_KEY = "unetseg_source"
@@ -50,14 +50,6 @@ def get_reader(path):
     return read_layers
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in SUPPORTED_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def looks_like_mask(array: np.ndarray, name: str = "") -> bool:
     """True for integer (C=1) volumes that are likely label maps.
 
@@ -80,7 +72,7 @@ def looks_like_mask(array: np.ndarray, name: str = "") -> bool:
 
 def _layers_for(path: Path) -> list[tuple]:
     image, meta = read_volume(path)
-    stem = _stem(path)
+    stem = file_stem(path)
     scale = tuple(float(s) for s in meta.spacing)
     base_meta = {META_KEY: meta, SOURCE_KEY: str(path)}
     if image.shape[0] == 1 and looks_like_mask(image[0], path.name):

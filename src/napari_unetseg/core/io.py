@@ -132,7 +132,8 @@ def _check_readable(path: str | Path) -> tuple[Path, str]:
     return path, suffix
 
 
-def _stem(path: Path) -> str:
+def file_stem(path: Path) -> str:
+    """The file name without its volume suffix (``scan.nii.gz`` -> ``scan``)."""
     name = path.name
     for suffix in SUPPORTED_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -483,7 +484,7 @@ def _atomic_write(path: str | Path, overwrite: bool, write) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VolumeIOError(f"cannot create the folder {path.parent}: {exc}") from exc
-    tmp = path.with_name(f".{_stem(path)}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    tmp = path.with_name(f".{file_stem(path)}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
     try:
         write(tmp, suffix)
         os.replace(tmp, path)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, ModelConfig
+from .planning import divisor as pool_divisor
 
 #: Widest level (feature maps) per number of spatial dimensions, as in nnU-Net.
 MAX_WIDTH = {2: 512, 3: 320}
@@ -51,15 +52,6 @@ def level_widths(base_width: int, depth: int, spatial_dims: int = 3) -> list[int
 def default_pool(spatial_dims: int, depth: int) -> list[list[int]]:
     """Isotropic factor-2 pooling at every level transition (``depth - 1`` kernels)."""
     return [[2] * spatial_dims for _ in range(depth - 1)]
-
-
-def pool_divisor(pool: Sequence[Sequence[int]], spatial_dims: int) -> tuple[int, ...]:
-    """Product of the pooling factors per axis: input sizes must be multiples of it."""
-    div = [1] * spatial_dims
-    for kernel in pool:
-        for axis, k in enumerate(kernel):
-            div[axis] *= int(k)
-    return tuple(div)
 
 
 def _norm(kind: str, channels: int, spatial_dims: int) -> nn.Module:

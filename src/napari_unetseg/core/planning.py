@@ -96,7 +96,8 @@ def plan_pooling(
 
 
 def divisor(pool: Sequence[Sequence[int]], dims: int) -> tuple[int, ...]:
-    """Product of the pooling factors per axis."""
+    """Product of the pooling factors per axis: network input sizes must be multiples of
+    it (the model imports it as ``pool_divisor``)."""
     div = [1] * dims
     for kernel in pool:
         for axis, k in enumerate(kernel):
