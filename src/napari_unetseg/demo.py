@@ -37,20 +37,21 @@ def run_demo(
     shape=(64, 128, 128),
     fraction: float = 0.1,
 ) -> int:
-    from .cli import CLIError, _drain, _Progress
     from .core.annotations import sparsify
     from .core.checkpoint import save_checkpoint
     from .core.config import Config
+    from .core.evaluation import evaluate
     from .core.inference import predict
     from .core.io import VolumeMeta, write_labels
-    from .core.metrics import instance_metrics, semantic_metrics
+    from .core.outputs import OutputError, check_writable_folder
+    from .core.progress import drain
     from .core.sample import make_sample
     from .core.training import Trainer
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CLIError(f"{out} is not empty; choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+        raise OutputError(f"{out} is not empty; choose another --out or pass --overwrite")
+    check_writable_folder(out)
     t_start = time.perf_counter()
 
     image, semantic, instances = make_sample(shape=shape, seed=seed)
@@ -85,15 +86,16 @@ def run_demo(
         )
         t0 = time.perf_counter()
         trainer = Trainer(image[None], annotation, cfg, spacing=meta.spacing)
-        done = _drain(trainer.run(), _Progress(f"train {t}", quiet))
+        done = drain(trainer.run(), f"train {t}", quiet)
         train_s = time.perf_counter() - t0
         ckpt = done.result
         save_checkpoint(ckpt, out / f"model_{t}.safetensors")
 
         t0 = time.perf_counter()
-        pred = _drain(
+        pred = drain(
             predict(ckpt, image[None], ckpt.config.infer, keep_probabilities=False),
-            _Progress(f"predict {t}", quiet),
+            f"predict {t}",
+            quiet,
         ).result
         predict_s = time.perf_counter() - t0
         entry: dict = {
@@ -102,20 +104,16 @@ def run_demo(
             "iterations": int(ckpt.iterations),
         }
         if t == "semantic":
-            res = semantic_metrics(pred.labels, semantic, class_names=cfg.class_names)
+            res = evaluate(pred.labels, semantic, class_names=cfg.class_names)["classes"]
             entry["classes"] = res
             entry["mean_dice"] = float(np.mean([r["dice"] for r in res.values()]))
             entry["mean_iou"] = float(np.mean([r["iou"] for r in res.values()]))
             write_labels(pred.labels, meta, out / "prediction_semantic.nii.gz")
             predictions[t] = pred.labels
         else:
-            fg = semantic_metrics(
-                (pred.instances > 0).astype(np.uint8),
-                (instances > 0).astype(np.uint8),
-                class_names=["foreground"],
-            )
-            entry["foreground"] = fg["foreground"]
-            entry["instances"] = instance_metrics(pred.instances, instances, 0.5)
+            report = evaluate(pred.instances, instances, instances=True)
+            entry["foreground"] = report["foreground"]
+            entry["instances"] = report["instances"]
             write_labels(pred.instances, meta, out / "prediction_instances.nii.gz")
             predictions[t] = pred.instances
         report["tasks"][t] = entry

@@ -104,3 +104,17 @@ def test_instance_labels_noisy_interior_stays_one_object_per_sphere():
     labels = instance_labels(p, interior_threshold=0.5, smoothing=1.5)
     assert labels.max() == 2
     assert labels[objects == 1][0] != labels[objects == 2][0]
+
+
+def test_semantic_threshold_moves_the_foreground_boundary():
+    from napari_unetseg.core.postprocess import semantic_labels
+
+    p = np.zeros((3, 1, 4), np.float32)
+    p[0] = [[0.9, 0.6, 0.4, 0.1]]  # background
+    p[1] = [[0.05, 0.3, 0.2, 0.2]]
+    p[2] = [[0.05, 0.1, 0.4, 0.7]]
+    assert semantic_labels(p).tolist() == [[0, 0, 0, 2]]
+    assert semantic_labels(p, threshold=0.35).tolist() == [[0, 1, 2, 2]]
+    assert semantic_labels(p, threshold=0.95).tolist() == [[0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="threshold"):
+        semantic_labels(p, threshold=1.5)

@@ -1,9 +1,15 @@
-"""One configuration schema shared by the napari widgets, the command line and checkpoints.
+"""The settings schema: every setting declared once, shared by the CLI, the widgets and
+the model files.
 
-Every setting has a default that works on the built-in sample. ``None`` means "choose
-automatically" (see :mod:`napari_unetseg.core.planning`); the chosen values are written
-back into the config that is stored with the model, so a checkpoint always says what was
-actually used.
+Each setting is a dataclass field declared with :func:`setting`: its type (the field's
+annotation), default, bounds, choices and help text live in that one declaration. From
+it come the ``unetseg`` command-line flags (:mod:`napari_unetseg.cli`), the napari
+settings forms (magicgui), type checking of JSON files, and the reference table in
+``docs/settings.md`` (:func:`settings_markdown`).
+
+``None`` means "choose automatically" (see :mod:`napari_unetseg.core.planning`). A model
+file stores two configs: the *settings* the user gave (``None`` kept) and the *resolved*
+config the network was built from (every automatic value filled in).
 
 A JSON file can carry any subset of the settings::
 
@@ -16,154 +22,231 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from .schema import (
+    SECTIONS,
+    ConfigError,
+    Setting,
+    _plain,
+    _update,
+    get_value,
+    iter_values,
+    set_value,
+    setting,
+    settings,
+    settings_markdown,
+    spec_of,
+)
 
 TASKS = ("semantic", "instances")
 NORMALIZATIONS = ("auto", "zscore", "ct", "percentile", "none")
 NORMS = ("instance", "batch", "group")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+__all__ = [
+    "NORMALIZATIONS",
+    "NORMS",
+    "PRECISIONS",
+    "SECTIONS",
+    "TASKS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "InferConfig",
+    "ModelConfig",
+    "Setting",
+    "TrainConfig",
+    "get_value",
+    "iter_values",
+    "set_value",
+    "settings",
+    "settings_markdown",
+    "spec_of",
+]
 
 
-class ConfigError(ValueError):
-    """A setting has a value the engine cannot use; the message says which and why."""
+class _Section:
+    """Shared by the four sections: type and bounds checks of the section's settings."""
+
+    SECTION: ClassVar[str] = ""
+
+    def validate(self) -> Any:
+        """Check every setting of this section; returns ``self``."""
+        for s in settings(self.SECTION):
+            s.check(getattr(self, s.name))
+        return self
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     """How images are normalised and how training patches are drawn."""
 
-    #: ``auto`` picks ``ct`` for data that looks like Hounsfield units, ``percentile`` for
-    #: integer microscopy data, ``zscore`` otherwise.
-    normalization: str = "auto"
-    #: Intensity window for ``ct`` (Hounsfield units), mapped to [-1, 1].
-    ct_window: tuple[float, float] = (-1000.0, 1000.0)
-    #: Lower/upper percentile for ``percentile`` normalisation.
-    percentiles: tuple[float, float] = (1.0, 99.8)
-    #: Patch size in voxels, (Z, Y, X) or (Y, X); ``None`` = planned automatically.
-    patch_size: tuple[int, ...] | None = None
-    #: Share of patches centred on a foreground (class >= 2) annotated voxel.
-    foreground_fraction: float = 0.5
-    #: Random flips, 90-degree in-plane rotations, intensity scale/shift and gamma.
-    augment: bool = True
-    #: Share of annotated slices held out for validation (0 = no validation split).
-    validation_fraction: float = 0.15
+    SECTION: ClassVar[str] = "data"
+
+    normalization: str = setting(
+        "auto",
+        "intensity normalisation: auto picks ct for Hounsfield-like data, percentile for "
+        "integer microscopy data, zscore otherwise",
+        choices=NORMALIZATIONS,
+    )
+    ct_window: tuple[float, float] = setting(
+        (-1000.0, 1000.0), "ct normalisation: intensity window in Hounsfield units"
+    )
+    percentiles: tuple[float, float] = setting(
+        (1.0, 99.8), "percentile normalisation: lower and upper percentile per channel"
+    )
+    patch_size: tuple[int, ...] | None = setting(
+        None,
+        "training patch in voxels, (Z Y X) or (Y X); empty = planned from the image",
+        flag="--patch",
+    )
+    foreground_fraction: float = setting(
+        0.5, "share of patches centred on a painted class voxel", low=0.0, high=1.0
+    )
+    augment: bool = setting(
+        True, "random flips, in-plane rotations, intensity scale/shift and gamma"
+    )
+    validation_fraction: float = setting(
+        0.15,
+        "share of the annotation (slices, or whole cases with 3+ cases) held out for "
+        "validation; 0 = none",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    )
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """U-Net architecture. ``num_classes`` counts the background."""
 
-    spatial_dims: int = 3
-    in_channels: int = 1
-    #: Output channels of the softmax, background included (classes + 1).
-    num_classes: int = 2
-    #: Feature maps at the first level; doubled at every level below. 8 learns the
-    #: built-in sample to validation Dice 0.9 in under a minute on 2 CPU cores; on a GPU
-    #: 16-32 are affordable (``None`` lets the planner choose per device).
-    base_width: int | None = 8
-    #: Number of resolution levels (depth - 1 poolings).
-    depth: int = 4
-    norm: str = "instance"
-    #: Pooling kernel per level transition, e.g. [[1, 2, 2], [2, 2, 2], ...];
-    #: ``None`` = planned from the voxel spacing.
-    pool: list[list[int]] | None = None
+    SECTION: ClassVar[str] = "model"
 
-    def validate(self) -> None:
-        if self.spatial_dims not in (2, 3):
-            raise ConfigError(f"spatial_dims must be 2 or 3, not {self.spatial_dims}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, not {self.norm!r}")
-        if self.depth < 1:
-            raise ConfigError("depth must be at least 1")
-        if self.num_classes < 2:
-            raise ConfigError("num_classes counts the background and must be at least 2")
+    def validate(self) -> ModelConfig:
+        super().validate()
         if self.pool is not None and len(self.pool) != self.depth - 1:
             raise ConfigError(
-                f"pool lists {len(self.pool)} kernels but depth {self.depth} needs "
+                f"model.pool lists {len(self.pool)} kernels but depth {self.depth} needs "
                 f"{self.depth - 1}"
             )
+        return self
+
+    spatial_dims: int = setting(
+        3, "2D or 3D network (set from the data when training)", choices=(2, 3), cli=False
+    )
+    in_channels: int = setting(
+        1, "image channels (set from the data)", low=1, cli=False, gui=False
+    )
+    num_classes: int = setting(
+        2,
+        "network outputs, background included (set from the annotation)",
+        low=2,
+        cli=False,
+        gui=False,
+    )
+    base_width: int | None = setting(
+        8,
+        "feature maps at the first level, doubled per level (8 learns the sample to "
+        "Dice 0.9 in under a minute on 2 CPU cores; empty = planned per device)",
+        low=1,
+        high=512,
+    )
+    depth: int = setting(4, "resolution levels (depth - 1 poolings)", low=1, high=8)
+    norm: str = setting("instance", "normalisation layer", choices=NORMS)
+    pool: list[list[int]] | None = setting(
+        None,
+        "pooling kernel per level transition, e.g. [[1,2,2],[2,2,2]]; empty = planned "
+        "from the voxel spacing",
+        cli=False,
+        gui=False,
+    )
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     """The optimisation loop."""
 
-    task: str = "semantic"
-    #: Length of the schedule (warm-up, then cosine decay over all iterations). On the
-    #: sample with 10 % of slices on 2 CPU cores, 300 reached validation Dice 0.909 at
-    #: iteration 150 (48 s) and whole-volume Dice 0.906; a 150-iteration schedule, whose
-    #: learning rate has decayed to zero by then, ended at 0.86 / 0.85.
-    iterations: int = 300
-    batch_size: int = 2
-    #: Peak AdamW learning rate (after a short warm-up, then cosine decay). 1e-2 reached
-    #: validation Dice 0.9 on the sample in half the steps that 3e-3 needed.
-    learning_rate: float = 1e-2
-    weight_decay: float = 1e-5
-    #: Weights of the two loss terms (cross-entropy with ignore index, soft Dice).
-    ce_weight: float = 1.0
-    dice_weight: float = 1.0
-    #: Validate every this many iterations (and at the end).
-    validate_every: int = 50
-    #: Send a preview of the requested slice at most every this many seconds.
-    preview_seconds: float = 3.0
-    #: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-    device: str = "auto"
-    #: Mixed precision: ``auto`` = bfloat16/float16 autocast where it is faster.
-    precision: str = "auto"
-    seed: int = 0
-    #: CPU threads; ``None`` = the number of physical cores.
-    threads: int | None = None
-    #: Compile the training step with ``torch.compile``. On 2 CPU cores steps were 14 %
-    #: faster, but the first run took 47 s to compile (later runs reuse PyTorch's
-    #: on-disk cache): worth it for long runs, not for a first try.
-    compile: bool = False
+    SECTION: ClassVar[str] = "train"
 
-    def validate(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {TASKS}, not {self.task!r}")
-        if self.iterations < 1:
-            raise ConfigError("iterations must be at least 1")
-        if self.batch_size < 1:
-            raise ConfigError("batch_size must be at least 1")
-        if not self.learning_rate > 0:
-            raise ConfigError("learning_rate must be positive")
+    task: str = setting(
+        "semantic",
+        "semantic: one label per class; instances: objects split by a boundary class",
+        choices=TASKS,
+    )
+    iterations: int = setting(
+        300,
+        "training steps (warm-up, then cosine decay over all of them); 300 reach "
+        "validation Dice 0.9 on the sample",
+        low=1,
+    )
+    batch_size: int = setting(2, "patches per step", low=1)
+    learning_rate: float = setting(1e-2, "peak AdamW learning rate", low=0.0, flag="--lr")
+    weight_decay: float = setting(1e-5, "AdamW weight decay", low=0.0)
+    ce_weight: float = setting(1.0, "weight of the cross-entropy term", low=0.0)
+    dice_weight: float = setting(1.0, "weight of the soft Dice term", low=0.0)
+    validate_every: int = setting(50, "validate every this many steps", low=1)
+    preview_seconds: float = setting(
+        3.0, "at most one live preview per this many seconds", low=0.0, cli=False
+    )
+    device: str = setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    precision: str = setting(
+        "auto",
+        "auto = bfloat16/float16 where the device computes it natively, else float32",
+        choices=PRECISIONS,
+    )
+    seed: int = setting(0, "random seed of sampling, augmentation and initial weights")
+    threads: int | None = setting(None, "CPU threads; empty = the number of physical cores", low=1)
+    compile: bool = setting(
+        False,
+        "compile the training step with torch.compile (faster steps after a slow first "
+        "one: worth it for long runs)",
+    )
 
 
 @dataclass
-class InferConfig:
-    """Sliding-window prediction."""
+class InferConfig(_Section):
+    """Sliding-window prediction and post-processing."""
 
-    #: Fraction of the window shared with its neighbour, in [0, 1).
-    overlap: float = 0.25
-    #: Windows per forward pass; ``None`` = planned from the memory available.
-    window_batch: int | None = None
-    #: Average over flips along every spatial axis (2**dims forward passes).
-    tta: bool = False
-    #: ``gaussian`` or ``constant`` blending of overlapping windows.
-    blend: str = "gaussian"
-    device: str = "auto"
-    precision: str = "auto"
-    #: Remove objects (instance task) or connected pieces of a class (semantic task)
-    #: with fewer voxels than this; 0 keeps everything. Set it below your smallest
-    #: object: on the built-in sample (objects of 311 to 4932 voxels) 100 removes the
-    #: false-positive specks of an under-trained model.
-    min_size: int = 0
-    #: Instance task: a voxel seeds an object where the smoothed
-    #: ``p_interior - p_boundary`` exceeds this (higher splits touching objects more).
-    interior_threshold: float = 0.8
+    SECTION: ClassVar[str] = "infer"
 
-    def validate(self) -> None:
-        if self.min_size < 0:
-            raise ConfigError(f"min_size must be 0 or more voxels, not {self.min_size}")
-        if not -1.0 < self.interior_threshold < 1.0:
-            raise ConfigError(
-                f"interior_threshold must lie in (-1, 1), not {self.interior_threshold}"
-            )
-        if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"overlap must be in [0, 1), not {self.overlap}")
-        if self.blend not in ("gaussian", "constant"):
-            raise ConfigError(f"blend must be 'gaussian' or 'constant', not {self.blend!r}")
-        if self.window_batch is not None and self.window_batch < 1:
-            raise ConfigError("window_batch must be at least 1")
+    overlap: float = setting(
+        0.25,
+        "fraction of a window shared with its neighbour",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    )
+    window_batch: int | None = setting(
+        None, "windows per forward pass; empty = planned from the memory available", low=1
+    )
+    tta: bool = setting(False, "average over flips along every axis (slower)")
+    blend: str = setting(
+        "gaussian", "blending of overlapping windows", choices=("gaussian", "constant")
+    )
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = setting("auto", "as for training", choices=PRECISIONS)
+    threshold: float | None = setting(
+        None,
+        "semantic task: a voxel is foreground where 1 - p(background) exceeds this; "
+        "empty = the most probable class",
+        low=0.0,
+        high=1.0,
+    )
+    min_size: int = setting(
+        0,
+        "remove objects or class pieces with fewer voxels (set it below your smallest "
+        "object); 0 keeps everything",
+        low=0,
+    )
+    interior_threshold: float = setting(
+        0.8,
+        "instance seeds where the smoothed p_interior - p_boundary exceeds this (higher "
+        "splits touching objects more)",
+        low=-1.0,
+        high=1.0,
+        high_open=True,
+    )
 
 
 @dataclass
@@ -174,20 +257,19 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
-    class_names: list[str] = field(default_factory=lambda: ["foreground"])
+    class_names: list[str] = setting(
+        factory=lambda: ["foreground"], help="names of the foreground classes"
+    )
 
     def validate(self) -> Config:
-        if self.data.normalization not in NORMALIZATIONS:
+        """Check every setting's type and bounds; returns ``self``."""
+        for spec, value in iter_values(self):
+            spec.check(value)
+        m = self.model
+        if m.pool is not None and len(m.pool) != m.depth - 1:
             raise ConfigError(
-                f"normalization must be one of {NORMALIZATIONS}, not {self.data.normalization!r}"
+                f"model.pool lists {len(m.pool)} kernels but depth {m.depth} needs {m.depth - 1}"
             )
-        if not 0.0 <= self.data.foreground_fraction <= 1.0:
-            raise ConfigError("foreground_fraction must be in [0, 1]")
-        if not 0.0 <= self.data.validation_fraction < 1.0:
-            raise ConfigError("validation_fraction must be in [0, 1)")
-        self.model.validate()
-        self.train.validate()
-        self.infer.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,16 +280,22 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        """Build a config from a (possibly partial) dict; unknown keys are an error."""
+        """Build a config from a (possibly partial) dict; unknown keys and values of the
+        wrong type are a ConfigError that names the setting."""
+        if not isinstance(d, dict):
+            raise ConfigError('a config must be a JSON object such as {"train": {...}}')
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(
+                f"unknown config section(s): {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(f.name for f in fields(cls))}"
+            )
         cfg = cls()
-        for section in ("data", "model", "train", "infer"):
+        for section in SECTIONS:
             if section in d:
                 setattr(cfg, section, _update(getattr(cfg, section), d[section], section))
         if "class_names" in d:
-            cfg.class_names = [str(n) for n in d["class_names"]]
+            cfg.class_names = spec_of("class_names").coerce(d["class_names"])
         return cfg
 
     @classmethod
@@ -222,38 +310,16 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        return cls.from_json(path.read_text())
+        try:
+            return cls.from_json(path.read_text())
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+    def save(self, path: str | Path, overwrite: bool = True) -> None:
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise ConfigError(f"{path} already exists; choose another path")
+        path.write_text(self.to_json())
 
     def copy(self) -> Config:
         return Config.from_dict(self.to_dict())
-
-
-def _plain(obj: Any) -> Any:
-    """Tuples -> lists so that the dict is JSON-ready and round-trips unchanged."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _update(instance: Any, values: dict[str, Any], section: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section {section!r} must be a mapping")
-    known = {f.name: f for f in fields(instance)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ConfigError(
-            f"unknown setting(s) in {section!r}: {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(known))}"
-        )
-    kwargs = {}
-    for name, value in values.items():
-        default = getattr(instance, name)
-        if isinstance(default, tuple) or (name == "patch_size" and value is not None):
-            value = tuple(value)
-        kwargs[name] = value
-    return dataclasses.replace(instance, **kwargs)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+from .config import PRECISIONS
 
 
 class DeviceError(ValueError):

@@ -66,8 +66,9 @@ def semantic_metrics(
         class_names: names of classes 1, 2, ...; unnamed classes are "class <k>".
 
     Returns:
-        {name: {"dice", "iou", "sensitivity", "specificity", "tp", "fp", "fn", "tn"}}, in
-        class order. A class absent from both gives dice = iou = 1.0.
+        {name: {"label", "dice", "iou", "sensitivity", "specificity", "tp", "fp", "fn",
+        "tn"}}, in class order ("label" is the class value k). A class absent from both
+        gives dice = iou = 1.0.
     """
     pred, truth = _check_pair(pred, truth)
     if mask is not None:
@@ -111,6 +112,7 @@ def semantic_metrics(
         tn = total - tp - fp - fn
         name = names[k - 1] if 0 < k <= len(names) else f"class {k}"
         results[name] = {
+            "label": k,
             "dice": _ratio(2 * tp, 2 * tp + fp + fn),
             "iou": _ratio(tp, tp + fp + fn),
             "sensitivity": _ratio(tp, tp + fn),

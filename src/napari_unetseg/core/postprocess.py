@@ -37,13 +37,18 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return labels
 
 
-def semantic_labels(probabilities: np.ndarray, min_size: int = 0) -> np.ndarray:
+def semantic_labels(
+    probabilities: np.ndarray, min_size: int = 0, threshold: float | None = None
+) -> np.ndarray:
     """Semantic labels from class probabilities.
 
     Args:
         probabilities: (K, *spatial), channel 0 = background, K <= 256.
         min_size: connected components (face connectivity) of a class with fewer voxels
             are set to 0 (background).
+        threshold: ``None`` = the most probable class per voxel. A number in [0, 1]: a
+            voxel is foreground where ``1 - p(background)`` exceeds it, and then takes
+            its most probable foreground class (lower values find more, higher fewer).
 
     Returns:
         uint8 labels (*spatial): 0 = background, k = class.
@@ -51,7 +56,13 @@ def semantic_labels(probabilities: np.ndarray, min_size: int = 0) -> np.ndarray:
     p = _check_probabilities(probabilities)
     if p.shape[0] > 256:
         raise ValueError(f"at most 256 classes fit into uint8 labels, got {p.shape[0]}")
-    labels = np.argmax(p, axis=0).astype(np.uint8)
+    if threshold is None:
+        labels = np.argmax(p, axis=0).astype(np.uint8)
+    else:
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1], not {threshold}")
+        labels = (np.argmax(p[1:], axis=0) + 1).astype(np.uint8)
+        labels[(1.0 - p[0]) <= float(threshold)] = 0
     return remove_small_components(labels, min_size)
 
 

@@ -3,8 +3,6 @@ can be copied to the clipboard or saved as CSV."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +79,7 @@ class EvaluateWidget(QWidget):
 
     def compute(self) -> list[dict]:
         """Fill the table; returns one dict per row (keys = :data:`COLUMNS`)."""
-        from ...core.metrics import instance_metrics, semantic_metrics
+        from ...core.evaluation import evaluate, report_rows
 
         pred_layer, ref_layer = self.pred_combo.value, self.ref_combo.value
         if pred_layer is None or ref_layer is None:
@@ -95,35 +93,15 @@ class EvaluateWidget(QWidget):
                 f"{pred_layer.name!r} has shape {pred.shape} but {ref_layer.name!r} has "
                 f"{ref.shape}; compare layers of the same volume"
             )
-        rows: list[dict] = []
-        if self.instances_check.isChecked():
-            fg = semantic_metrics(
-                (pred > 0).astype(np.uint8),
-                (ref > 0).astype(np.uint8),
-                class_names=["foreground"],
-            )
-            inst = instance_metrics(pred, ref, iou_threshold=float(self.iou_spin.value()))
-            for name, m in fg.items():
-                rows.append(
-                    {
-                        "class": f"{name} (objects: {inst['n_pred']} found, "
-                        f"{inst['n_true']} true)",
-                        **_semantic_values(m),
-                        "precision": inst["precision"],
-                        "recall": inst["recall"],
-                        "f1": inst["f1"],
-                    }
-                )
-        else:
-            names = pred_layer.metadata.get(CLASSES_KEY) or ref_layer.metadata.get(CLASSES_KEY)
-            labels = sorted(set(np.unique(pred).tolist()) | set(np.unique(ref).tolist()))
-            classes = [int(v) for v in labels if v > 0]
-            class_names = None
-            if names and classes and max(classes) <= len(names):
-                class_names = [names[c - 1] for c in classes]
-            res = semantic_metrics(pred, ref, classes=classes or None, class_names=class_names)
-            for name, m in res.items():
-                rows.append({"class": str(name), **_semantic_values(m)})
+        names = pred_layer.metadata.get(CLASSES_KEY) or ref_layer.metadata.get(CLASSES_KEY)
+        report = evaluate(
+            pred,
+            ref,
+            instances=self.instances_check.isChecked(),
+            class_names=names,
+            iou_threshold=float(self.iou_spin.value()),
+        )
+        rows = report_rows(report)
         self.rows = rows
         self._fill_table(rows)
         return rows
@@ -142,21 +120,9 @@ class EvaluateWidget(QWidget):
 
     def as_text(self, delimiter: str = "\t") -> str:
         """The table as delimited text with a header line."""
-        buf = io.StringIO()
-        writer = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in self.rows:
-            writer.writerow(
-                [
-                    ""
-                    if row.get(k) is None
-                    else row[k]
-                    if isinstance(row[k], str)
-                    else f"{float(row[k]):.6g}"
-                    for k in COLUMNS
-                ]
-            )
-        return buf.getvalue()
+        from ...core.evaluation import format_rows
+
+        return format_rows(self.rows, delimiter=delimiter, columns=COLUMNS)
 
     def copy_to_clipboard(self) -> str:
         text = self.as_text("\t")
@@ -166,8 +132,10 @@ class EvaluateWidget(QWidget):
     def save_csv(self, path) -> Path:
         if not self.rows:
             raise ValueError("compute the metrics first")
+        from ...core.io.atomic import write_text_atomic
+
         path = Path(path)
-        path.write_text(self.as_text(","))
+        write_text_atomic(path, self.as_text(","), overwrite=True)
         notify_info(f"metrics saved to {path}")
         return path
 
@@ -184,7 +152,3 @@ class EvaluateWidget(QWidget):
                 self.save_csv(path)
             except Exception as exc:
                 notify_error(str(exc))
-
-
-def _semantic_values(m: dict) -> dict:
-    return {k: m.get(k) for k in ("dice", "iou", "sensitivity", "specificity")}

@@ -373,7 +373,7 @@ class PredictWidget(StopsWorkWhenGone, QWidget):
                 if "labels" in layers and layers["labels"] in self.viewer.layers:
                     layers["labels"].data = (inst > 0).astype(np.uint8)
             else:
-                labels = semantic_labels(_thresholded(probs, threshold), min_size=min_size)
+                labels = semantic_labels(probs, min_size=min_size, threshold=threshold)
                 if "labels" in layers and layers["labels"] in self.viewer.layers:
                     layers["labels"].data = labels
 
@@ -459,16 +459,6 @@ class PredictWidget(StopsWorkWhenGone, QWidget):
             fn()
         except Exception as exc:
             notify_error(str(exc))
-
-
-def _thresholded(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """Probabilities (K, *spatial) rewritten so that argmax gives background where the
-    foreground probability (1 - background) is at most ``threshold`` and the most probable
-    foreground class elsewhere."""
-    out = np.array(probs, dtype=np.float32, copy=True)
-    foreground = 1.0 - out[0]
-    out[0] = np.where(foreground > threshold, 0.0, 1.0)
-    return out
 
 
 def _colormap(name: str, colour) -> Any:

@@ -1,0 +1,154 @@
+"""Whole jobs from files to files, with the rules that protect the user's work.
+
+The command line is a thin parser over these functions; a script can call them too.
+
+* Outputs are checked before any work starts (:mod:`.outputs`): never an input, never
+  twice the same file, replaced only with ``overwrite``, folder writable.
+* A training run interrupted before its first step never replaces an existing model.
+* A model whose own path fails at the end (disk full, folder gone) is saved to a
+  fallback path, and the message says where.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .outputs import OutputError, check_model_path, check_outputs, fallback_path
+from .progress import TerminalProgress, drain
+
+
+def check_same_geometry(image_meta: Any, labels_meta: Any, labels_path: Any) -> None:
+    """Refuse an annotation whose voxel grid differs from the image's (same shape but
+    another affine means the voxels do not correspond)."""
+    a, b = getattr(image_meta, "affine", None), getattr(labels_meta, "affine", None)
+    if a is None or b is None:
+        return
+    if not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-3):
+        raise ValueError(
+            f"{labels_path} has another geometry (affine) than the image: it was made for "
+            "another scan or resampled; annotate the image itself"
+        )
+
+
+def save_model(ckpt: Any, path: str | Path, *, overwrite: bool) -> tuple[Path, str]:
+    """Save a checkpoint to ``path``; if that fails (disk full, read-only), save to a
+    fallback path instead. Returns (path written, message for the user)."""
+    from .checkpoint import save_checkpoint
+
+    path = Path(path)
+    try:
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path} appeared while training; not replacing it")
+        save_checkpoint(ckpt, path)
+        return path, f"saved model to {path}"
+    except (OSError, OutputError) as first:
+        other = fallback_path(path)
+        save_checkpoint(ckpt, other)
+        reason = getattr(first, "strerror", None) or str(first)
+        return other, f"could not write {path} ({reason}); the model was saved to {other}"
+
+
+def train_to_file(
+    *,
+    out: str | Path,
+    images: Sequence[str | Path],
+    labels: str | Path,
+    config: Config,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> tuple[Path | None, str]:
+    """Train on image file(s) (one per channel) and an annotation file; save the model.
+
+    Returns:
+        (path written or None when nothing was saved, a one-line message).
+    """
+    from .checkpoint import load_checkpoint
+    from .events import CancelToken
+    from .io import read_channels, read_labels
+    from .training import Trainer
+
+    check_model_path(out)
+    check_outputs([out], [*images, labels, resume], overwrite=overwrite)
+    image, meta = read_channels(images)
+    annotation, ann_meta = read_labels(labels)
+    check_same_geometry(meta, ann_meta, labels)
+    ckpt = load_checkpoint(resume) if resume else None
+    cancel = CancelToken()
+    trainer = Trainer(image, annotation, config, spacing=meta.spacing, resume=ckpt, cancel=cancel)
+    start = trainer.iteration
+    t0 = time.perf_counter()
+    progress = TerminalProgress("training", quiet=quiet)
+    try:
+        from .events import run_to_completion
+
+        done = run_to_completion(trainer.run(), progress)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        progress.close()
+        if trainer.iteration == start:
+            return None, "interrupted before the first step: nothing was saved"
+        path, msg = save_model(trainer.checkpoint(), out, overwrite=overwrite)
+        return path, f"interrupted after {trainer.iteration} iterations: {msg}"
+    finally:
+        progress.close()
+    path, msg = save_model(done.result, out, overwrite=overwrite)
+    return path, f"{msg} after {time.perf_counter() - t0:.1f} s"
+
+
+def predict_to_files(
+    *,
+    model: str | Path,
+    images: Sequence[str | Path],
+    out: str | Path,
+    probabilities: str | Path | None = None,
+    boundaries: str | Path | None = None,
+    instances: str | Path | None = None,
+    settings: Callable[[Config], Config] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> list[Path]:
+    """Predict image file(s) (one per channel) with a model file; write labels (and
+    optionally probabilities, boundaries, instances) in the source geometry.
+
+    Args:
+        settings: called with the model's stored config to change prediction settings
+            (e.g. the command-line flags); returns the config to use.
+
+    Returns:
+        The paths written, labels first.
+    """
+    from .checkpoint import load_checkpoint
+    from .inference import predict
+    from .io import read_channels, write_image, write_labels
+
+    outs = [out, probabilities, boundaries, instances]
+    check_outputs(outs, [model, *images], overwrite=overwrite)
+    ckpt = load_checkpoint(model)
+    cfg = ckpt.config.copy()
+    if settings is not None:
+        cfg = settings(cfg)
+    if (boundaries or instances) and ckpt.task != "instances":
+        raise ValueError(
+            f"boundaries and instances need a model trained for instances; {model} is {ckpt.task}"
+        )
+    image, meta = read_channels(images)
+    pred = drain(
+        predict(ckpt, image, cfg.infer, keep_probabilities=probabilities is not None),
+        "predicting",
+        quiet,
+    ).result
+    written = [write_labels(pred.labels, meta, out, overwrite=overwrite)]
+    if probabilities is not None:
+        written.append(write_image(pred.probabilities, meta, probabilities, overwrite=overwrite))
+    if boundaries is not None:
+        written.append(write_image(pred.boundaries, meta, boundaries, overwrite=overwrite))
+    if instances is not None:
+        written.append(write_labels(pred.instances, meta, instances, overwrite=overwrite))
+    return written
