@@ -44,8 +44,8 @@ def _describe(path, affine: np.ndarray, with_axes: bool) -> str:
     sizes = fmt(f"{v:.4g}" for v in voxel_sizes(affine))
     text = f"{Path(path).name} origin ({origin}) voxel size ({sizes})"
     if with_axes:
-        axes = np.asarray(affine[:3, :3]) / np.maximum(voxel_sizes(affine), 1e-12)
-        text += " axes " + fmt("(" + fmt(f"{v:.3f}" for v in col) + ")" for col in axes.T)
+        axes = np.round(affine[:3, :3] / np.maximum(voxel_sizes(affine), 1e-12), 3) + 0.0
+        text += " axes " + fmt("(" + fmt(f"{v + 0.0:.3f}" for v in col) + ")" for col in axes.T)
     return text
 
 

@@ -13,6 +13,7 @@ SimpleITK is optional; it is imported only when such a file is read or written.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,13 @@ def _detached_data_file(path: Path) -> Path | None:
     return None
 
 
+def _itk_reason(exc: Exception) -> str:
+    """The useful part of an ITK exception text, on one line."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"ITK ERROR: \w+\(0x[0-9a-fA-F]+\): (.*)", text)
+    return (found.group(1) if found else text)[:300]
+
+
 def read_sitk(path: Path, suffix: str) -> tuple[np.ndarray, VolumeMeta]:
     """Read a NRRD or MetaImage file: image (C, Z, Y, X) or (C, Y, X), meta with the RAS
     affine. Integer data keeps its dtype, floats become float32."""
@@ -110,7 +118,7 @@ def read_sitk(path: Path, suffix: str) -> tuple[np.ndarray, VolumeMeta]:
     try:
         img = sitk.ReadImage(str(path))
     except Exception as exc:
-        reason = " ".join(str(exc).split())[-300:]
+        reason = _itk_reason(exc)
         raise VolumeIOError(
             f"cannot read {path}: the file is damaged, truncated or not a {suffix} image "
             f"({reason}). Re-export or re-copy it."
