@@ -322,7 +322,7 @@ def test_unknown_extension_is_refused(tmp_path):
     with pytest.raises(VolumeIOError, match=r"\.nii"):
         read_volume(tmp_path / "scan.png")
     with pytest.raises(VolumeIOError, match="unknown file type"):
-        write_labels(np.ones((2, 2, 2), np.uint8), meta_from_array((2, 2, 2)), tmp_path / "m.mha")
+        write_labels(np.ones((2, 2, 2), np.uint8), meta_from_array((2, 2, 2)), tmp_path / "m.png")
 
 
 def test_five_d_volumes_are_refused(tmp_path):

@@ -14,14 +14,14 @@ Layout of a checkpoint file:
 Reading such a file parses JSON and copies raw numbers; nothing is unpickled, so a model
 file received from someone else cannot run code. PyTorch ``.pt``/``.pth`` files (pickles)
 are refused with a message that says so. Files are written atomically: a crash while
-saving never leaves a half-written model under the target name.
+saving never leaves a half-written model under the target name
+(:func:`napari_unetseg.core.io.atomic.atomic_write`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .config import Config, ConfigError
+from .io.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import Normalizer
@@ -42,6 +43,10 @@ _OPTIM = "optim."
 
 class CheckpointError(Exception):
     """A model file cannot be read or written; the message says why and what to do."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """A model file cannot be written (disk full, read-only folder); also an OSError."""
 
 
 def _package_version() -> str:
@@ -138,7 +143,12 @@ def _unflatten_optimizer(desc: dict[str, Any], tensors: dict[str, torch.Tensor])
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write ``ckpt`` to ``path`` (a single ``.safetensors`` file), atomically."""
+    """Write ``ckpt`` to ``path`` (a single ``.safetensors`` file), atomically.
+
+    An existing file is replaced. Raises CheckpointWriteError (a CheckpointError and an
+    OSError) naming the path and the reason when the file cannot be written; no partial
+    file is left behind.
+    """
     from safetensors.torch import save
 
     path = Path(path)
@@ -168,18 +178,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "description": text}
     data = save(tensors, metadata=metadata)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, data, overwrite=True, error=CheckpointWriteError)
 
 
 # --------------------------------------------------------------------------- load
