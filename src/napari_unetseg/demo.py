@@ -43,6 +43,7 @@ def run_demo(
     from .core.evaluation import evaluate
     from .core.inference import predict
     from .core.io import VolumeMeta, write_labels
+    from .core.io.atomic import write_text_atomic
     from .core.outputs import OutputError, check_writable_folder
     from .core.progress import drain
     from .core.sample import make_sample
@@ -111,15 +112,17 @@ def run_demo(
             write_labels(pred.labels, meta, out / "prediction_semantic.nii.gz")
             predictions[t] = pred.labels
         else:
-            report = evaluate(pred.instances, instances, instances=True)
-            entry["foreground"] = report["foreground"]
-            entry["instances"] = report["instances"]
+            scores = evaluate(pred.instances, instances, instances=True)
+            entry["foreground"] = scores["foreground"]
+            entry["instances"] = scores["instances"]
             write_labels(pred.instances, meta, out / "prediction_instances.nii.gz")
             predictions[t] = pred.instances
         report["tasks"][t] = entry
 
     report["total_seconds"] = round(time.perf_counter() - t_start, 2)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, default=float))
+    write_text_atomic(
+        out / "metrics.json", json.dumps(report, indent=2, default=float), overwrite=True
+    )
     _figure(out / "figure.png", image, semantic, instances, annotations, predictions)
     _print_summary(report, out)
     return 0

@@ -19,6 +19,7 @@ class TerminalProgress:
         self.desc = desc
         self.quiet = quiet
         self.bar: Any = None
+        self._stage = ""
         self.last_validation: Any = None
 
     def __call__(self, ev: Any) -> None:
@@ -43,10 +44,11 @@ class TerminalProgress:
 
     def _bar(self, total: int, stage: str = "") -> Any:
         desc = stage or self.desc
-        if self.bar is None or self.bar.total != total or self.bar.desc != desc:
+        if self.bar is None or self.bar.total != total or self._stage != desc:
             from tqdm import tqdm
 
             self.close()
+            self._stage = desc
             self.bar = tqdm(
                 total=total, desc=desc, disable=self.quiet, dynamic_ncols=True, file=sys.stderr
             )
