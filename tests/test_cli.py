@@ -14,12 +14,9 @@ from napari_unetseg.cli import main
 from napari_unetseg.core.io import VolumeMeta, write_labels
 from napari_unetseg.core.postprocess import instance_labels
 from napari_unetseg.core.sample import make_sample
+from unetseg_testing import tiny_settings
 
-TINY = {
-    "model": {"base_width": 4, "depth": 2},
-    "data": {"patch_size": [8, 16, 16], "validation_fraction": 0.0},
-    "train": {"iterations": 3, "batch_size": 1, "validate_every": 2},
-}
+TINY = tiny_settings(train={"iterations": 3})
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,9 @@ import pytest
 from napari_unetseg.cli import main
 from napari_unetseg.core.annotations import sparsify
 from napari_unetseg.core.sample import make_sample
+from unetseg_testing import tiny_settings
 
-TINY = {
-    "model": {"base_width": 4, "depth": 2},
-    "data": {"patch_size": [8, 16, 16], "validation_fraction": 0.0},
-    "train": {"iterations": 2, "batch_size": 1},
-}
+TINY = tiny_settings(train={"iterations": 2})
 
 
 def _save(array, path, affine=None):
