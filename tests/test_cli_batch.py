@@ -205,3 +205,30 @@ def test_export_dataset_round_trips_through_the_nnunet_reader(scans, tmp_path, c
         )
         == 1
     )
+
+
+def test_labels_in_another_geometry_are_refused(scans, tmp_path, capsys):
+    d, _ = scans
+    truth = np.asarray(nib.load(d / "truth" / "scan0.nii.gz").dataobj)
+    shifted = tmp_path / "shifted.nii.gz"
+    _save(truth.T, shifted, affine=np.diag([0.8, 0.9, 1.5, 1.0]) + np.eye(4) * 0.5)
+    assert (
+        main(["evaluate", "--pred", str(shifted), "--truth", str(d / "truth" / "scan0.nii.gz")])
+        == 1
+    )
+    assert "another geometry" in capsys.readouterr().err
+    argv = [
+        "train",
+        "--image",
+        str(d / "in" / "scan0_0000.nii.gz"),
+        "--image",
+        str(d / "in" / "scan0_0001.nii.gz"),
+        "--labels",
+        str(shifted),
+        "--out",
+        str(tmp_path / "m.safetensors"),
+        "--quiet",
+    ]
+    assert main(argv) == 1
+    assert "another geometry" in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()

@@ -198,8 +198,11 @@ def cmd_evaluate(args) -> int:
         failed = done.extra.get("failed", {})
         print(format_rows(summary), end="")
     else:
-        pred, _ = read_labels(args.pred)
+        from .core.jobs import check_same_geometry
+
+        pred, pred_meta = read_labels(args.pred)
         truth, meta = read_labels(args.truth)
+        check_same_geometry(meta, pred_meta, args.pred, "the reference")
         report = evaluate(pred, truth, spacing=meta.spacing, **options)
         rows, summary, reports = report_rows(report), [], {"case": report}
         print(format_rows(rows), end="")

@@ -166,6 +166,7 @@ def evaluate_folders(
     """
     from .evaluation import evaluate, report_rows, summarize
     from .io import read_labels
+    from .jobs import check_same_geometry
 
     pairs = pair_folders(pred_dir, truth_dir)
     rows: list[dict[str, Any]] = []
@@ -173,8 +174,9 @@ def evaluate_folders(
     failed: dict[str, str] = {}
     for i, (name, p, t) in enumerate(pairs):
         try:
-            pred, _ = read_labels(p)
+            pred, pred_meta = read_labels(p)
             truth, meta = read_labels(t)
+            check_same_geometry(meta, pred_meta, p, "the reference")
             report = evaluate(
                 pred,
                 truth,

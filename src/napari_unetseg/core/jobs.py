@@ -23,16 +23,18 @@ from .outputs import OutputError, check_model_path, check_outputs, fallback_path
 from .progress import TerminalProgress, drain
 
 
-def check_same_geometry(image_meta: Any, labels_meta: Any, labels_path: Any) -> None:
-    """Refuse an annotation whose voxel grid differs from the image's (same shape but
-    another affine means the voxels do not correspond)."""
+def check_same_geometry(
+    image_meta: Any, labels_meta: Any, labels_path: Any, what: str = "the image"
+) -> None:
+    """Refuse labels whose voxel grid differs from the image's (or the reference's):
+    the same shape with another affine means the voxels do not correspond."""
     a, b = getattr(image_meta, "affine", None), getattr(labels_meta, "affine", None)
     if a is None or b is None:
         return
     if not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-3):
         raise ValueError(
-            f"{labels_path} has another geometry (affine) than the image: it was made for "
-            "another scan or resampled; annotate the image itself"
+            f"{labels_path} has another geometry (affine) than {what}: it was made for "
+            "another scan or resampled; use labels in the scan's own grid"
         )
 
 
