@@ -17,7 +17,7 @@ holding ``(K, Z, Y, X)`` float32 probabilities.
 The modules follow the data flow:
 
 * :mod:`.windows`: where the windows go (:func:`window_starts`, :func:`window_grid`,
-  :func:`count_windows`, :func:`importance_map`);
+  :func:`count_windows`, :func:`importance_map`, :func:`check_window_layout`);
 * :mod:`.memory`: windows per forward pass (:func:`auto_window_batch`) and the fallbacks
   when the device runs out of memory;
 * :mod:`.engine`: the batched blending engine and its finished :class:`Slab` objects;
@@ -44,8 +44,10 @@ from .prediction import _validate_against_checkpoint as _validate_against_checkp
 from .sliding import _slabs_one_window as _slabs_one_window
 from .sliding import sliding_window, sliding_window_slabs
 from .windows import (
+    MAX_WINDOWS,
     MIN_WEIGHT,
     SIGMA_SCALE,
+    check_window_layout,
     count_windows,
     importance_map,
     window_grid,
@@ -58,12 +60,14 @@ __all__ = [
     "CPU_BATCH_VOXELS",
     "CPU_WINDOW_BATCH",
     "MAX_AUTO_WINDOW_BATCH",
+    "MAX_WINDOWS",
     "MIN_WEIGHT",
     "SIGMA_SCALE",
     "Prediction",
     "Slab",
     "Transform",
     "auto_window_batch",
+    "check_window_layout",
     "count_windows",
     "importance_map",
     "predict",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from ..events import CancelToken, Done, Event, Info
 from .engine import Slab
 from .memory import auto_window_batch
 from .sliding import sliding_window_slabs
-from .windows import _check_window, count_windows
+from .windows import _check_window, _fmt, check_window_layout
 
 
 @dataclass
@@ -51,15 +51,33 @@ class Prediction:
 # --------------------------------------------------------------------------- checks
 
 
-def _validate_against_checkpoint(checkpoint: Any, image: np.ndarray) -> np.ndarray:
-    """The image as ``(C, *spatial)`` with the model's channels and dimensions (a
-    single-channel image may come without its channel axis)."""
+def _model_name(checkpoint: Any) -> str:
+    """How messages name the model: its file when the checkpoint knows it."""
+    path = getattr(checkpoint, "path", None)
+    return f"the model file {path}" if path else "the model"
+
+
+def _validate_against_checkpoint(
+    checkpoint: Any, image: np.ndarray, window: Sequence[int] | None = None
+) -> np.ndarray:
+    """The image as ``(C, *spatial)`` with the model's channels and dimensions.
+
+    A single-channel image may come without its channel axis. A 3D model refuses a 2D
+    image, and a single slice ``(C, 1, Y, X)`` unless its windows (``window``, else the
+    training patch) are one slice deep: the network would see the slice repeated along Z,
+    which it never saw in training.
+    """
     cfg = checkpoint.config.model
     image = np.asarray(image)
     d = cfg.spatial_dims
     if image.ndim == d and cfg.in_channels == 1:
         image = image[None]  # a single-channel image given without its channel axis
     axes = "(C, Z, Y, X)" if d == 3 else "(C, Y, X)"
+    if d == 3 and image.ndim < d + 1:
+        raise ValueError(
+            f"the model is 3D but the image is 2D (shape {image.shape}); predict a volume "
+            f"{axes} with this model, or train a 2D model for 2D images"
+        )
     if image.ndim != d + 1:
         raise ValueError(
             f"the model is {d}D and needs an image {axes}; got an array of shape {image.shape}"
@@ -75,7 +93,52 @@ def _validate_against_checkpoint(checkpoint: Any, image: np.ndarray) -> np.ndarr
         raise ValueError(f"the image is empty: shape {image.shape}")
     if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
         raise ValueError(f"the image must hold real numbers, not {image.dtype}")
+    if d == 3 and image.shape[1] == 1:
+        win = window if window is not None else checkpoint.config.data.patch_size
+        if win is None or int(win[0]) > 1:
+            deep = f" (its windows are {_fmt(win)} voxels, Z Y X)" if win is not None else ""
+            raise ValueError(
+                f"the model is 3D{deep} but the image is 2D (a single slice, shape "
+                f"{image.shape}); predict a volume {axes} with several slices, or train a "
+                "2D model for 2D images"
+            )
     return image
+
+
+def _check_weights(checkpoint: Any) -> None:
+    """Refuse a checkpoint whose weights hold NaN or infinite values (one pass over them)."""
+    state = getattr(checkpoint, "state_dict", None)
+    if not isinstance(state, Mapping):
+        return
+    import torch
+
+    for name, tensor in state.items():
+        if (
+            isinstance(tensor, torch.Tensor)
+            and tensor.is_floating_point()
+            and not bool(torch.isfinite(tensor).all())
+        ):
+            from ..checkpoint import CheckpointError
+
+            raise CheckpointError(
+                f"{_model_name(checkpoint)} holds NaN or infinite weights ({name}): it is "
+                "damaged; retrain or load another model"
+            )
+
+
+def _check_output(probabilities: np.ndarray, checkpoint: Any, precision: str) -> None:
+    """Refuse probabilities ``(K, ...)`` that are not finite (cheap: one sum)."""
+    if math.isfinite(float(probabilities.sum())):
+        return
+    from ..checkpoint import CheckpointError
+
+    hint = ""
+    if precision != "float32":
+        hint = f", or predict with precision float32 (not {precision})"
+    raise CheckpointError(
+        f"{_model_name(checkpoint)} produced NaN: its weights are damaged; retrain or load "
+        f"another model{hint}"
+    )
 
 
 def _default_window(checkpoint: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -137,6 +200,12 @@ def predict(
     Yields:
         :class:`Info` (device, windows and plan), :class:`Progress` (windows), then
         :class:`Done` whose ``result`` is a :class:`Prediction`.
+
+    Raises:
+        ValueError: before predicting, for an image that does not fit the model (channels,
+            a 2D image for a 3D model) or windows far too small for the image.
+        CheckpointError: weights that hold NaN or infinite values, before predicting, or
+            a network that produces them.
     """
     from ..device import autocast_dtype, select_device
     from ..postprocess import instance_labels, remove_small_components, semantic_labels
@@ -147,7 +216,9 @@ def predict(
         )
     config = config if config is not None else checkpoint.config.infer
     config.validate()
-    image = _validate_against_checkpoint(checkpoint, image)
+    dims = int(checkpoint.config.model.spatial_dims)
+    win = _check_window(window, dims) if window is not None else None
+    image = _validate_against_checkpoint(checkpoint, image, win)
     spatial = tuple(image.shape[1:])
     task = checkpoint.task
     k = int(checkpoint.num_outputs)
@@ -156,8 +227,8 @@ def predict(
             f"an instance model must have 3 outputs (background, interior, boundary), "
             f"this one has {k}"
         )
-    win = _check_window(window, len(spatial)) if window is not None else None
     win = win or _default_window(checkpoint, spatial)
+    _check_weights(checkpoint)
 
     device, description = select_device(config.device)
     dtype = autocast_dtype(device, config.precision)
@@ -165,8 +236,8 @@ def predict(
     transform = _Normalize(checkpoint.normalizer)
 
     model = checkpoint.build_model(device)
+    n = check_window_layout(spatial, win, config.overlap, getattr(model, "divisor", None))
     batch = config.window_batch or auto_window_batch(win, device, model)
-    n = count_windows(spatial, win, config.overlap)
     precision = "float32" if dtype is None else str(dtype).replace("torch.", "")
     yield Info(f"predicting on {description}, {precision}")
     yield Info(
@@ -198,6 +269,7 @@ def predict(
             continue
         sl = slice(item.start, item.stop)
         p = item.probabilities
+        _check_output(p, checkpoint, precision)
         if boundaries is not None:  # the instance task
             labels[sl] = p[0] < 0.5
             boundaries[sl] = p[2]

@@ -17,7 +17,7 @@ from ..config import InferConfig
 from ..events import CancelToken, Done, Event, Info, Progress
 from .engine import Slab, Transform, _Engine
 from .memory import _oom_errors, _ShrinkWindow, _smaller_window, auto_window_batch
-from .windows import _check_image, _check_window
+from .windows import _check_image, _check_window, check_window_layout
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +59,10 @@ def sliding_window_slabs(
         not fit into GPU memory the window is halved and the slabs start again from 0
         (after an :class:`Info` that says so), so consumers should write slabs by their
         ``start``/``stop`` rather than append them.
+
+    Raises:
+        ValueError: a bad image or window, or windows far too small for the image (see
+            :func:`~.windows.check_window_layout`).
     """
     import torch
 
@@ -66,6 +70,7 @@ def sliding_window_slabs(
     config.validate()
     image = _check_image(image, convert=transform is None)
     window = _check_window(window, image.ndim - 1)
+    check_window_layout(image.shape[1:], window, config.overlap)
     device = torch.device(device)
     batch = config.window_batch or auto_window_batch(window, device, model)
 

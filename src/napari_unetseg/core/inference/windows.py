@@ -17,6 +17,10 @@ import numpy as np
 MIN_WEIGHT = 1e-3
 #: Gaussian sigma as a fraction of the window size (nnU-Net uses 1/8).
 SIGMA_SCALE = 1.0 / 8.0
+#: Refuse a layout of more windows than this: a window far smaller than the image (e.g.
+#: a 1x1x1 training patch) would run for hours and blend nonsense. A 512^3 volume with
+#: the demo's 48^3 windows needs about 2,200.
+MAX_WINDOWS = 100_000
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -79,6 +83,49 @@ def importance_map(window: Sequence[int], blend: str = "gaussian") -> np.ndarray
         w = np.multiply.outer(w, g)
     w = w / w.max()
     return np.maximum(w, MIN_WEIGHT).astype(np.float32)
+
+
+def _fmt(sizes: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in sizes)
+
+
+def check_window_layout(
+    shape: Sequence[int],
+    window: Sequence[int],
+    overlap: float,
+    divisor: Sequence[int] | None = None,
+) -> int:
+    """Refuse windows too small for the image; return the number of windows.
+
+    Args:
+        shape: spatial image shape, ``(Z, Y, X)`` or ``(Y, X)``.
+        window: window size per spatial axis, same order.
+        overlap: fraction of a window shared with its neighbour.
+        divisor: the network's pooling divisor per axis, or ``None`` (not checked).
+
+    Raises:
+        ValueError (one line, suggesting a larger patch size) when the layout needs more
+        than :data:`MAX_WINDOWS` windows, when the windows step by less than one voxel
+        along an axis longer than the window (so most of them repeat a position), or when
+        a window is smaller than ``divisor`` along such an axis (each window would be
+        padded inside the network, which then never sees real context).
+    """
+    n = count_windows(shape, window, overlap)
+    longer = [s > w for s, w in zip(shape, window)]
+    reason = None
+    if n > MAX_WINDOWS:
+        reason = f"more than the limit of {MAX_WINDOWS:,}"
+    elif any(c and w * (1.0 - overlap) < 1.0 for c, w in zip(longer, window)):
+        reason = f"with overlap {overlap:g} they advance by less than one voxel"
+    elif divisor is not None and any(c and w < d for c, w, d in zip(longer, window, divisor)):
+        reason = f"each is smaller than the network's pooling divisor {_fmt(divisor)}"
+    if reason is not None:
+        raise ValueError(
+            f"windows of {_fmt(window)} voxels are too small to predict an image of "
+            f"{_fmt(shape)}: it would take {n:,} windows ({reason}); train with a larger "
+            "patch size (or leave patch_size unset to have it planned) or give a larger window"
+        )
+    return n
 
 
 def _check_image(
