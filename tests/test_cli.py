@@ -121,6 +121,19 @@ def test_sparsify_train_predict_evaluate_round_trip(volume, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "x.nii.gz"), "--min-size", "-3"]) == 1
     assert "min_size" in capsys.readouterr().err
 
+    # --threshold reaches the semantic labels: they equal the core rule applied to the
+    # written probabilities
+    from napari_unetseg.core.postprocess import semantic_labels
+
+    strict = tmp_path / "strict.nii.gz"
+    assert main([*args, "--out", str(strict), "--threshold", "0.5", "--quiet"]) == 0
+    p_kzyx = np.stack([prob[..., k].T for k in range(prob.shape[3])])
+    expected = semantic_labels(p_kzyx.astype(np.float32), threshold=0.5)
+    got = np.asarray(nib.load(strict).dataobj).T
+    assert np.mean(got == expected) > 0.999
+    assert main([*args, "--out", str(tmp_path / "y.nii.gz"), "--threshold", "1.5"]) == 1
+    assert "infer.threshold" in capsys.readouterr().err
+
     capsys.readouterr()
     out_json = tmp_path / "m.json"
     assert (

@@ -15,7 +15,7 @@ def test_api_page_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102
+        exec(compile(block, str(DOC), "exec"), namespace)
     out = capsys.readouterr().out
     assert "case(s) done" in out
     assert namespace["report"]["classes"]["bright"]["dice"] > 0.5

@@ -279,7 +279,9 @@ def predict(
             step = max(1, (1 << 20) // max(1, math.prod(p.shape[2:])))
             for j in range(0, p.shape[1], step):
                 stop = min(j + step, p.shape[1])
-                labels[item.start + j : item.start + stop] = semantic_labels(p[:, j:stop])
+                labels[item.start + j : item.start + stop] = semantic_labels(
+                    p[:, j:stop], threshold=config.threshold
+                )
         if probs is not None:
             probs[:, sl] = p
         del item, p  # free this slab before the next one is computed
