@@ -46,6 +46,24 @@ class DataConfig:
     augment: bool = True
     #: Share of annotated slices held out for validation (0 = no validation split).
     validation_fraction: float = 0.15
+    #: Names of the cases held out for validation when 3 or more cases are annotated;
+    #: ``None`` = about ``validation_fraction`` of the cases (at least 1), chosen with the
+    #: seed. With fewer cases, annotated slices of each case are held out instead.
+    validation_cases: list[str] | None = None
+    #: Voxel spacing (array order) the cases are resampled to for training; ``None`` = the
+    #: median spacing when the cases' spacings differ by more than 10 % on some axis, else
+    #: each case keeps its own grid. The value used is stored with the model.
+    target_spacing: tuple[float, ...] | None = None
+    #: Folder for the normalised images as ``.npy`` files read back memory-mapped;
+    #: ``None`` = a temporary folder, used only when the data would fill more than a
+    #: quarter of the available memory (removed when training ends).
+    cache_dir: str | None = None
+    #: Axis of 3D cases along which a 2D network (``model.spatial_dims`` 2) takes its
+    #: slices (0 = Z).
+    slice_axis: int = 0
+    #: Spatial axes of the training images (3 with ``model.spatial_dims`` 2: the network
+    #: works on slices along ``slice_axis``; prediction stacks the slices). Set by training.
+    image_dims: int | None = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 
 from .annotations import IGNORE_INDEX, annotated_slices
 from .config import NORMALIZATIONS, DataConfig
+from .sampling import DatasetSampler
 
 MODES = ("zscore", "ct", "percentile", "none")
 
@@ -294,13 +295,10 @@ def split_validation(
 _MAX_CANDIDATES = 1 << 22
 
 
-def _thin(indices: np.ndarray) -> np.ndarray:
-    step = -(-indices.size // _MAX_CANDIDATES)
-    return indices[::step] if step > 1 else indices
-
-
-class PatchSampler:
-    """Random training patches with augmentation, drawn in the calling thread.
+class PatchSampler(DatasetSampler):
+    """Random training patches of ONE image, with augmentation (see
+    :class:`~napari_unetseg.core.sampling.DatasetSampler`, of which this is the one-case
+    form).
 
     Every patch contains at least one annotated voxel: its centre region holds a voxel
     chosen either among the foreground voxels (target >= 1; a class is drawn uniformly
@@ -309,7 +307,7 @@ class PatchSampler:
 
     Args:
         image: normalised image (C, *spatial) float32, spatial = (Z, Y, X) or (Y, X).
-        target: (*spatial) int64, ``IGNORE_INDEX`` where not annotated.
+        target: (*spatial) integers, ``IGNORE_INDEX`` where not annotated.
         patch_size: (Z, Y, X) or (Y, X) patch size; volumes smaller than the patch are
             padded (image with 0, target with ``IGNORE_INDEX``).
         foreground_fraction: share of patches forced onto a foreground voxel, in [0, 1].
@@ -334,120 +332,15 @@ class PatchSampler:
             raise ValueError(
                 f"image spatial shape {image.shape[1:]} differs from target shape {target.shape}"
             )
-        patch = tuple(int(p) for p in patch_size)
-        if len(patch) != target.ndim or any(p < 1 for p in patch):
-            raise ValueError(
-                f"patch_size {tuple(patch_size)} must give one positive size per spatial axis "
-                f"of the {target.ndim}D target"
-            )
-        if not 0.0 <= foreground_fraction <= 1.0:
-            raise ValueError("foreground_fraction must be in [0, 1]")
-        self.patch_size = patch
-        self.foreground_fraction = float(foreground_fraction)
-        self.augment = bool(augment)
-        self.rng = np.random.default_rng(seed)
-
-        # pad (centred) to at least the patch size, once
-        pad = [max(0, p - s) for p, s in zip(patch, target.shape)]
-        if any(pad):
-            widths = [(d // 2, d - d // 2) for d in pad]
-            image = np.pad(image, [(0, 0), *widths], constant_values=0)
-            target = np.pad(target, widths, constant_values=IGNORE_INDEX)
-        self.image = np.ascontiguousarray(image, dtype=np.float32)
-        self.target = np.ascontiguousarray(target, dtype=np.int64)
-        self.shape = self.target.shape
-
-        flat = self.target.ravel()
-        annotated = np.flatnonzero(flat != IGNORE_INDEX)
-        if annotated.size == 0:
-            raise ValueError(
-                "there is no annotated voxel to train on: paint background (1) and at least "
-                "one class (2..) in some slices first"
-            )
-        labels = flat[annotated]
-        if labels.min() < 0:
-            raise ValueError(
-                f"target values must be {IGNORE_INDEX} (not annotated) or >= 0, found "
-                f"{int(labels.min())}"
-            )
-        self.classes = [int(k) for k in np.flatnonzero(np.bincount(labels)) if k >= 1]
-        self._by_class = [_thin(annotated[labels == k]) for k in self.classes]
-        self._annotated = _thin(annotated)
-        self._square = len(patch) >= 2 and patch[-1] == patch[-2]
-
-    # ------------------------------------------------------------------ sampling
-
-    def _corner(self, flat_index: int) -> tuple[int, ...]:
-        centre = np.unravel_index(flat_index, self.shape)
-        corner = []
-        for c, p, s in zip(centre, self.patch_size, self.shape):
-            # put the chosen voxel in the middle half of the patch, not always at its centre
-            jitter = int(self.rng.integers(-(p // 4), p // 4 + 1)) if p >= 4 else 0
-            start = int(c) - p // 2 + jitter
-            corner.append(min(max(start, 0), s - p))
-        return tuple(corner)
-
-    def _pick(self) -> int:
-        if self.classes and self.rng.random() < self.foreground_fraction:
-            pool = self._by_class[int(self.rng.integers(len(self.classes)))]
-        else:
-            pool = self._annotated
-        return int(pool[int(self.rng.integers(pool.size))])
-
-    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Draw a batch.
-
-        Returns:
-            x: (B, C, *patch_size) float32, C-contiguous; y: (B, *patch_size) int64.
-        """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        c = self.image.shape[0]
-        x = np.empty((batch_size, c, *self.patch_size), dtype=np.float32)
-        y = np.empty((batch_size, *self.patch_size), dtype=np.int64)
-        for b in range(batch_size):
-            corner = self._corner(self._pick())
-            sl = tuple(slice(s, s + p) for s, p in zip(corner, self.patch_size))
-            img = self.image[(slice(None), *sl)]
-            tgt = self.target[sl]
-            if self.augment:
-                img, tgt = self._spatial(img, tgt)
-            x[b] = img
-            y[b] = tgt
-            if self.augment:
-                self._intensity(x[b])
-        return x, y
-
-    # ------------------------------------------------------------------ augmentation
-
-    def _spatial(self, img: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flips and in-plane 90-degree rotations as numpy views (no interpolation)."""
-        nd = tgt.ndim
-        flips = self.rng.random(nd) < 0.5
-        for ax in np.flatnonzero(flips):
-            img = np.flip(img, axis=int(ax) + 1)
-            tgt = np.flip(tgt, axis=int(ax))
-        if self._square:
-            k = int(self.rng.integers(4))
-            if k:
-                img = np.rot90(img, k, axes=(nd - 1, nd))
-                tgt = np.rot90(tgt, k, axes=(nd - 2, nd - 1))
-        return img, tgt
-
-    def _intensity(self, x: np.ndarray) -> None:
-        """In place on one patch (C, *patch): scale/shift per channel, sometimes gamma."""
-        rng = self.rng
-        for ch in x:
-            if rng.random() < 0.3:
-                lo, hi = float(ch.min()), float(ch.max())
-                if hi > lo:
-                    gamma = float(rng.uniform(0.7, 1.5))
-                    span = np.float32(hi - lo)
-                    ch -= np.float32(lo)
-                    ch /= span
-                    np.power(ch, np.float32(gamma), out=ch)
-                    ch *= span
-                    ch += np.float32(lo)
-            if rng.random() < 0.5:
-                ch *= np.float32(rng.uniform(0.9, 1.1))
-                ch += np.float32(rng.uniform(-0.1, 0.1))
+        super().__init__(
+            [image],
+            [target],
+            patch_size,
+            foreground_fraction=foreground_fraction,
+            augment=augment,
+            seed=seed,
+            max_candidates=_MAX_CANDIDATES,
+        )
+        self.image, self.target, self.shape = self.images[0], self.targets[0], self.shapes[0]
+        self._annotated = self._annotated_pools[0]
+        self._by_class = [self._class_pools[0][k] for k in self.classes]
