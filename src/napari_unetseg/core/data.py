@@ -52,12 +52,28 @@ def _subsample(channel: np.ndarray) -> np.ndarray:
     return flat[::step]
 
 
+def _zscore_stats(sample: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of a float64 sample; when at least half of it is
+    exactly 0 (skull-stripped MRI, masked volumes), of its non-zero values only."""
+    nonzero = sample[sample != 0]
+    if nonzero.size >= 2 and nonzero.size <= sample.size / 2:
+        sample = nonzero
+    std = float(sample.std())
+    return float(sample.mean()), (std if std > 1e-8 else 1.0)
+
+
 @dataclass
 class Normalizer:
     """Per-channel intensity normalisation: optional clip, then ``(x - offset) / scale``.
 
     ``mode`` records how the numbers were found ("zscore", "ct", "percentile" or "none");
     ``apply`` only uses the numbers, so a stored Normalizer reproduces training exactly.
+
+    With ``per_image`` (z-score per case, as nnU-Net does for MRI-like data) ``apply``
+    computes the mean and standard deviation of each image it is given (see
+    :meth:`for_image`); ``offsets``/``scales`` then only record the training cases'
+    average. Give such a Normalizer whole images, not windows: call :meth:`for_image`
+    on the whole image and apply the result to its windows.
     """
 
     mode: str
@@ -65,6 +81,7 @@ class Normalizer:
     scales: list[float]
     clip_low: list[float] | None = None
     clip_high: list[float] | None = None
+    per_image: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -88,14 +105,35 @@ class Normalizer:
     def channels(self) -> int:
         return len(self.offsets)
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """Normalise ``image`` (C, *spatial) -> float32 (C, *spatial) (a new array)."""
+    def _check_channels(self, image: np.ndarray) -> np.ndarray:
         image = _check_image(image)
         if image.shape[0] != self.channels:
             raise ValueError(
                 f"the image has {image.shape[0]} channel(s) but the normaliser (and the model "
                 f"trained with it) expects {self.channels}"
             )
+        return image
+
+    def for_image(self, image: np.ndarray) -> Normalizer:
+        """The fixed Normalizer for ``image`` (C, *spatial): itself, or with ``per_image``
+        one with this image's own z-score statistics (the non-zero rule of
+        :func:`fit_normalizer` included)."""
+        if not self.per_image:
+            return self
+        image = self._check_channels(image)
+        _check_finite(image)
+        offsets, scales = [], []
+        for c in range(self.channels):
+            mean, std = _zscore_stats(_subsample(image[c]).astype(np.float64))
+            offsets.append(mean)
+            scales.append(std)
+        return Normalizer(self.mode, offsets, scales, self.clip_low, self.clip_high)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Normalise ``image`` (C, *spatial) -> float32 (C, *spatial) (a new array)."""
+        image = self._check_channels(image)
+        if self.per_image:
+            return self.for_image(image).apply(image)
         _check_finite(image)
         out = image.astype(np.float32, copy=True)
         for c in range(self.channels):
@@ -109,17 +147,22 @@ class Normalizer:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "mode": self.mode,
             "offsets": list(self.offsets),
             "scales": list(self.scales),
             "clip_low": None if self.clip_low is None else list(self.clip_low),
             "clip_high": None if self.clip_high is None else list(self.clip_high),
         }
+        if self.per_image:  # written only when set: older readers keep working otherwise
+            d["per_image"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
-        known = {"mode", "offsets", "scales", "clip_low", "clip_high"}
+        """Read :meth:`to_dict`'s output; descriptions without ``per_image`` (models
+        stored before it existed) are fixed normalisers."""
+        known = {"mode", "offsets", "scales", "clip_low", "clip_high", "per_image"}
         unknown = set(d) - known
         if unknown or not {"mode", "offsets", "scales"} <= set(d):
             raise ValueError(
@@ -131,6 +174,7 @@ class Normalizer:
             scales=list(d["scales"]),
             clip_low=None if d.get("clip_low") is None else list(d["clip_low"]),
             clip_high=None if d.get("clip_high") is None else list(d["clip_high"]),
+            per_image=bool(d.get("per_image", False)),
         )
 
 
@@ -217,19 +261,16 @@ def fit_normalizer(image: np.ndarray, cfg: DataConfig | None = None) -> Normaliz
             offsets.append(float(lo))
             scales.append(float(hi - lo))
         else:
-            nonzero = sample[sample != 0]
-            if nonzero.size >= 2 and nonzero.size <= sample.size / 2:
-                sample = nonzero
-            std = float(sample.std())
-            offsets.append(float(sample.mean()))
-            scales.append(std if std > 1e-8 else 1.0)
+            mean, std = _zscore_stats(sample)
+            offsets.append(mean)
+            scales.append(std)
     if mode == "percentile":
         return Normalizer("percentile", offsets, scales, clip_low=lows, clip_high=highs)
     return Normalizer("zscore", offsets, scales)
 
 
 def split_validation(
-    target: np.ndarray, fraction: float, seed: int = 0
+    target: np.ndarray, fraction: float, seed: int = 0, axes: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hold out whole annotated slices for validation.
 
@@ -243,6 +284,8 @@ def split_validation(
         target: (Z, Y, X) or (Y, X) int64 target, ``IGNORE_INDEX`` where not annotated.
         fraction: share of annotated voxels to hold out, in [0, 1).
         seed: seed of the slice order.
+        axes: hold out slices along these axes only (e.g. ``(0,)`` when a 2D network
+            learns from the Z slices); ``None`` = all axes.
 
     Returns:
         (train_target, val_target), new arrays of the same shape and dtype. When
@@ -259,7 +302,12 @@ def split_validation(
     if fraction == 0 or total == 0:
         return train, val
     slices = annotated_slices(annotated)
-    candidates = [(ax, int(i)) for ax, idx in enumerate(slices.values()) for i in idx]
+    candidates = [
+        (ax, int(i))
+        for ax, idx in enumerate(slices.values())
+        if axes is None or ax in axes
+        for i in idx
+    ]
     if len(candidates) < 3:
         return train, val
     rng = np.random.default_rng(seed)
