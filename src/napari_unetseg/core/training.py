@@ -599,9 +599,9 @@ class Trainer:
             image, target = self._val_items[item]
             t = np.asarray(target[crop]).astype(np.int64)
             mask = t != IGNORE_INDEX
-            x = np.ascontiguousarray(image[(slice(None), *crop)], dtype=np.float32)
+            x = _dense(image[(slice(None), *crop)])
             if self.slice_axis is not None:
-                x = np.ascontiguousarray(np.take(x, 0, axis=1 + self.slice_axis))
+                x = _dense(np.take(x, 0, axis=1 + self.slice_axis))
                 probs = np.expand_dims(self._probabilities(x), 1 + self.slice_axis)
             else:
                 probs = self._probabilities(x)
@@ -647,18 +647,18 @@ class Trainer:
         """Probabilities (K, H, W) of one slice, predicted from a slab around it."""
         spatial = self.image.shape[1:]
         if len(spatial) == 2:
-            probs = self._probabilities(np.asarray(self.image), overlap=0.0)
+            probs = self._probabilities(_dense(self.image), overlap=0.0)
             return Preview(self.iteration, axis, index, probs.astype(np.float32))
         sa = self.slice_axis
         if sa is not None:  # a 2D network on the slices along sa
             if axis == sa:
                 plane = np.take(self.image, index, axis=1 + sa)
-                probs = self._probabilities(np.ascontiguousarray(plane, np.float32), 0.0)
+                probs = self._probabilities(_dense(plane), 0.0)
                 return Preview(self.iteration, axis, index, probs.astype(np.float32))
             pos = axis - (axis > sa)  # the preview axis among the slice's two axes
             rows = []
             for k in range(spatial[sa]):
-                plane = np.ascontiguousarray(np.take(self.image, k, axis=1 + sa), np.float32)
+                plane = _dense(np.take(self.image, k, axis=1 + sa))
                 rows.append(np.take(self._probabilities(plane, 0.0), index, axis=1 + pos))
             other = 3 - axis - sa
             plane = np.stack(rows, axis=1 if sa < other else 2)
@@ -667,10 +667,21 @@ class Trainer:
         lo = min(max(0, index - thick // 2), spatial[axis] - thick)
         sl: list = [slice(None)] * 4
         sl[1 + axis] = slice(lo, lo + thick)
-        slab = np.ascontiguousarray(self.image[tuple(sl)])
+        slab = _dense(self.image[tuple(sl)])
         probs = self._probabilities(slab, overlap=0.0)
         plane = np.take(probs, index - lo, axis=1 + axis)
         return Preview(self.iteration, axis, index, np.ascontiguousarray(plane, np.float32))
+
+
+def _dense(array) -> np.ndarray:
+    """A writable, C-contiguous float32 ndarray (a copy of memory-mapped data)."""
+    if (
+        isinstance(array, np.memmap)
+        or not getattr(array, "flags", None)
+        or not (array.flags.writeable)
+    ):
+        return np.array(array, dtype=np.float32, order="C")
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _compile_failed(e: Exception) -> Info:
