@@ -11,10 +11,10 @@ from napari_unetseg.core.cases import Case
 from napari_unetseg.core.checkpoint import load_checkpoint, save_checkpoint
 from napari_unetseg.core.config import Config, DataConfig
 from napari_unetseg.core.data import Normalizer
-from napari_unetseg.core.training_data import choose_validation_cases, fit_dataset_normalizer
 from napari_unetseg.core.events import Done, Info, Preview, Step, Validation
 from napari_unetseg.core.sample import make_sample
 from napari_unetseg.core.training import Trainer, train
+from napari_unetseg.core.training_data import choose_validation_cases, fit_dataset_normalizer
 
 SHAPE = (16, 32, 32)
 

@@ -129,13 +129,13 @@ class Trainer(Monitoring):
         cancel: CancelToken | None = None,
     ):
         from .classes import check_resume, has_background, resolve_classes
-        from .training_data import fit_dataset_normalizer, prepare_cases
         from .device import autocast_dtype, configure_threads, select_device
         from .geometry import case_spacings, check_cases, network_dims, training_spacing
         from .losses import SparseCEDiceLoss
         from .model import UNet
         from .planning import make_plan
         from .sampling import DatasetSampler
+        from .training_data import fit_dataset_normalizer, prepare_cases
 
         if cases is not None and spacing is not None:
             raise ValueError("give the spacing of each case in its Case, not as spacing=")
