@@ -142,7 +142,13 @@ def predict_to_files(
         )
     image, meta = read_channels(images)
     pred = drain(
-        predict(ckpt, image, cfg.infer, keep_probabilities=probabilities is not None),
+        predict(
+            ckpt,
+            image,
+            cfg.infer,
+            spacing=meta.spacing,
+            keep_probabilities=probabilities is not None,
+        ),
         "predicting",
         quiet,
     ).result
