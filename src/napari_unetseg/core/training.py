@@ -214,6 +214,8 @@ class Trainer(Monitoring):
             device_text = f"CPU ({torch.get_num_threads()} threads)"
         self.amp_dtype = autocast_dtype(self.device, cfg.train.precision)
         self.spacing = train_spacing
+        # cases without a spacing count as isotropic 1 when the others are resampled
+        spacings = [sp if sp is not None else (1.0,) * image_dims for sp in spacings]
         shapes = [
             resampled_shape(c.spatial_shape, sp, t) if t is not None else c.spatial_shape
             for c, sp, t in zip(used, spacings, per_case)
@@ -242,6 +244,7 @@ class Trainer(Monitoring):
             num_outputs=num_classes,
             normalizer=self.normalizer,
             target_spacings=per_case,
+            source_spacings=spacings,
             seed=seed,
             slice_axis=slice_axis,
         )
