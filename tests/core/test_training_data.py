@@ -279,3 +279,11 @@ def test_the_temporary_cache_is_used_when_memory_is_short(volumes, monkeypatch):
     assert os.path.basename(folder).startswith("unetseg-cache-")
     trainer.close()
     assert not folder.exists()
+
+
+def test_a_case_without_spacing_counts_as_isotropic_one(volumes):
+    spacing = [(2.0, 1.0, 1.0), (2.0, 1.0, 1.0), None]
+    trainer = Trainer(config=tiny(iterations=1), cases=cases_of(volumes, 3, spacing=spacing))
+    assert trainer.config.data.target_spacing == (2.0, 1.0, 1.0)
+    shapes = {np.asarray(t).shape for _, t in trainer.data.train + trainer._val_items}
+    assert (8, 32, 32) in shapes  # the case of unknown (1 mm) spacing, at 2 mm

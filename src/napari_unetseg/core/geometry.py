@@ -39,6 +39,8 @@ def check_cases(cases: Sequence) -> tuple[list, list[np.ndarray], list[str]]:
         ann = case.annotation
         if ann is None:
             raise ValueError(f"{where}there is no annotation to learn from; paint one first")
+        if not hasattr(ann, "shape"):
+            ann = case.annotation = np.asarray(ann)
         if len(ann.shape) not in (2, 3):
             raise ValueError(
                 f"{where}the annotation must be (Z, Y, X) or (Y, X), got shape {ann.shape}"

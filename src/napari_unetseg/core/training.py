@@ -1,13 +1,16 @@
 """Training a U-Net from sparse annotations: a cancellable generator of typed events.
 
-One image ``(C, *spatial)`` and one annotation volume ``(*spatial)`` (0 = not annotated,
-1 = background, 2.. = classes or objects) go in; a :class:`~.checkpoint.Checkpoint`
-comes out. In between :meth:`Trainer.run` yields
+A dataset of annotated cases (:class:`~.cases.Case`: image ``(C, *spatial)`` and
+annotation ``(*spatial)``, 0 = not annotated, 1 = background, 2.. = classes or objects)
+goes in -- one (image, annotation) pair is the one-case dataset -- and a
+:class:`~.checkpoint.Checkpoint` comes out. In between :meth:`Trainer.run` yields
 
-* :class:`~.events.Info`: device, precision, the plan, the validation split;
+* :class:`~.events.Info`: device, precision, the plan, the validation split, resampling
+  and cache decisions (``level="warning"`` e.g. for a case without painted background);
 * :class:`~.events.Step`: after every optimisation step (loss, learning rate, speed);
-* :class:`~.events.Validation`: Dice/IoU per class on held-out annotated slices (or on a
-  densely labelled validation volume) every ``train.validate_every`` steps and at the end;
+* :class:`~.events.Validation`: Dice/IoU per class over all held-out voxels (held-out
+  cases, held-out annotated slices, or a densely labelled validation volume) every
+  ``train.validate_every`` steps and at the end;
 * :class:`~.events.Preview`: probabilities of the slice asked for with
   :meth:`Trainer.set_preview`, at most every ``train.preview_seconds`` seconds;
 * :class:`~.events.Done`: last, with the checkpoint as ``result`` (also after a
@@ -211,6 +214,8 @@ class Trainer(Monitoring):
             device_text = f"CPU ({torch.get_num_threads()} threads)"
         self.amp_dtype = autocast_dtype(self.device, cfg.train.precision)
         self.spacing = train_spacing
+        # cases without a spacing count as isotropic 1 when the others are resampled
+        spacings = [sp if sp is not None else (1.0,) * image_dims for sp in spacings]
         shapes = [
             resampled_shape(c.spatial_shape, sp, t) if t is not None else c.spatial_shape
             for c, sp, t in zip(used, spacings, per_case)
@@ -239,6 +244,7 @@ class Trainer(Monitoring):
             num_outputs=num_classes,
             normalizer=self.normalizer,
             target_spacings=per_case,
+            source_spacings=spacings,
             seed=seed,
             slice_axis=slice_axis,
         )

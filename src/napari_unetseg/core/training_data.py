@@ -269,6 +269,7 @@ def prepare_cases(
     num_outputs: int,
     normalizer: Normalizer,
     target_spacings: Sequence[tuple[float, ...] | None],
+    source_spacings: Sequence[tuple[float, ...] | None] | None = None,
     seed: int = 0,
     slice_axis: int | None = None,
 ) -> TrainingData:
@@ -281,16 +282,19 @@ def prepare_cases(
         num_outputs: network outputs (picks the target dtype).
         normalizer: fitted on the raw images (:func:`fit_dataset_normalizer`).
         target_spacings: per case, the spacing to resample to, or ``None`` to keep its grid.
+        source_spacings: per case, its spacing (default: ``case.spacing``).
         seed: seed of the validation split.
         slice_axis: for 2D networks on 3D cases: held-out slices are then taken along
             this axis only.
     """
     names = [c.name for c in cases]
+    if source_spacings is None:
+        source_spacings = [c.spacing for c in cases]
     val_names = choose_validation_cases(names, cfg, seed)
     shapes = []
-    for c, tsp in zip(cases, target_spacings):
+    for c, sp, tsp in zip(cases, source_spacings, target_spacings):
         s = c.spatial_shape
-        shapes.append(resampled_shape(s, c.spacing, tsp) if tsp is not None else s)
+        shapes.append(resampled_shape(s, sp, tsp) if tsp is not None else s)
     payload = sum((c.channels * 4 + 1) * math.prod(s) for c, s in zip(cases, shapes))
     if cfg.cache_dir is not None:
         use_files = True
@@ -303,7 +307,7 @@ def prepare_cases(
     train, val, train_names = [], [], []
     annotated = total = held = 0
     try:
-        for i, (case, tsp) in enumerate(zip(cases, target_spacings)):
+        for i, (case, sp, tsp) in enumerate(zip(cases, source_spacings, target_spacings)):
             raw = open_private(case.image)
             image = normalizer.for_image(raw).apply(raw)
             del raw
@@ -311,8 +315,8 @@ def prepare_cases(
             if not np.issubdtype(ann.dtype, np.integer):
                 ann = ann.astype(np.int64)
             if tsp is not None:
-                image = resample_image(image, case.spacing, tsp, order=1)
-                ann = resample_labels(ann, case.spacing, tsp)
+                image = resample_image(image, sp, tsp, order=1)
+                ann = resample_labels(ann, sp, tsp)
             target = instance_target(ann) if task == "instances" else semantic_target(ann)
             del ann
             n_ann = int((target != IGNORE_INDEX).sum())
