@@ -44,6 +44,7 @@ from .checkpoint import Checkpoint, save_checkpoint
 from .config import Config, ConfigError
 from .events import CancelToken, Done, Event, Info, Step
 from .monitoring import VALIDATION_VOXELS, Monitoring  # noqa: F401 (the limit's old home)
+from .recovery import StepGuard, gradient_norm
 from .resample import resampled_shape
 
 #: Share of the run used for the linear learning-rate warm-up (at most 50 steps).
@@ -300,6 +301,7 @@ class Trainer(Monitoring):
                 ) from e
         self.loss_fn = SparseCEDiceLoss(cfg.train.ce_weight, cfg.train.dice_weight)
         self.scaler = None
+        self.guard = StepGuard(self.amp_dtype)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             if self.amp_dtype == torch.float16:
@@ -374,7 +376,7 @@ class Trainer(Monitoring):
                     message=f"cancelled after {self.iteration} iterations",
                 )
                 return
-            lr = cfg.learning_rate * _lr_factor(step, n, warmup)
+            lr = cfg.learning_rate * _lr_factor(step, n, warmup) * self.guard.lr_scale
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             t_step = time.perf_counter()
@@ -391,6 +393,8 @@ class Trainer(Monitoring):
             )
             while self._notes:  # e.g. compiling failed and the eager network took over
                 yield self._notes.pop(0)
+            while self.guard.notes:  # a non-finite step was skipped
+                yield self.guard.notes.pop(0)
             if self._val_crops and (self.iteration % validate_every == 0 or step + 1 == n):
                 last_val = self.validate()
                 yield last_val
@@ -483,20 +487,24 @@ class Trainer(Monitoring):
         with self._autocast():
             logits = self._compiled_forward(x)
         loss = self.loss_fn(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the loss became {loss.item()} at iteration {self.iteration + 1}; lower the "
-                "learning rate or use precision 'float32'"
-            )
+        annotated = int((y_np != IGNORE_INDEX).sum())
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
+        if self.scaler is not None:  # float16 on CUDA: the scaler skips bad steps itself
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        return float(loss.detach()), int((y_np != IGNORE_INDEX).sum())
+            return float(loss.detach()), annotated
+        if not self.guard.finite(loss):
+            self.amp_dtype = self.guard.bad(self.iteration + 1, "loss")
+            return float(loss.detach()), annotated
+        loss.backward()
+        if not self.guard.finite(gradient_norm(self.model.parameters())):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.amp_dtype = self.guard.bad(self.iteration + 1, "gradient")
+            return float(loss.detach()), annotated
+        self.guard.ok()
+        self.optimizer.step()
+        return float(loss.detach()), annotated
 
 
 def _compile_failed(e: Exception) -> Info:
