@@ -105,7 +105,8 @@ def test_blockwise_labels_equal_a_whole_volume_prediction(model):
     out = np.zeros(image.shape, np.uint8)
     events = list(predict_blockwise(model, image[None], out, block=(8, 16, 16)))
     done = events[-1]
-    assert isinstance(done, Done) and done.result.blocks == 12
+    assert isinstance(done, Done)
+    assert done.result.blocks == 12
     assert [e.done for e in events if isinstance(e, Progress)] == list(range(13))
     agreement = float((out == whole).mean())
     assert agreement >= 0.999, agreement
@@ -139,7 +140,8 @@ def test_cancel_writes_nothing(model, tmp_path):
         events.append(ev)
         if isinstance(ev, Progress) and ev.done == 1:
             token.cancel()
-    assert isinstance(events[-1], Done) and events[-1].cancelled
+    assert isinstance(events[-1], Done)
+    assert events[-1].cancelled
     assert os.listdir(tmp_path) == []
 
 
@@ -201,10 +203,11 @@ def test_min_size_counts_objects_over_the_whole_volume():
             np.zeros(truth.shape, np.uint8),
             instances=ids,
             block=(12, 24, 24),
-        )  # fmt: skip
+        )
     )
     assert done.result.objects == 1
-    assert (ids[truth == 1] == 1).mean() > 0.99 and (ids[truth == 2] == 0).all()
+    assert (ids[truth == 1] == 1).mean() > 0.99
+    assert (ids[truth == 2] == 0).all()
 
 
 def test_match_zone_pairs_shared_seeds_and_lonely_pieces():
@@ -216,4 +219,5 @@ def test_match_zone_pairs_shared_seeds_and_lonely_pieces():
     luts, n = stitch([2, 7], [np.array([0, 3, 4]), np.zeros(8, int) + 1],
                      np.array([[0, 1, 1, 5], [0, 2, 1, 7]]), 0)  # fmt: skip
     assert n == 7  # 2 + 7 local objects, two pairs joined
-    assert luts[0][1] == luts[1][5] and luts[0][2] == luts[1][7]
+    assert luts[0][1] == luts[1][5]
+    assert luts[0][2] == luts[1][7]

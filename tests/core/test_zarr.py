@@ -44,7 +44,7 @@ def _ome(path, data, axes, scale, translation=None, version="0.4", top_scale=Non
                 **({"unit": "micrometer"} if a in "zyx" else {}),
             }
             for a in axes
-        ],  # fmt: skip
+        ],
         "datasets": [{"path": "0", "coordinateTransformations": transforms}],
     }
     if top_scale is not None:
@@ -64,7 +64,8 @@ def test_ome_zarr_is_read_lazily_with_scale_and_translation(tmp_path):
     assert is_zarr_path(path)
     image, meta = read_volume(path)
     assert isinstance(image, da.Array)  # nothing read yet
-    assert image.shape == (2, 9, 10, 11) and image.dtype == np.uint16
+    assert image.shape == (2, 9, 10, 11)
+    assert image.dtype == np.uint16
     assert image.chunksize[1:] == (4, 4, 4)  # one dask chunk per store chunk
     np.testing.assert_array_equal(np.asarray(image[1, 2:5, :, 3:]), data[1, 2:5, :, 3:])
     # the multiscale's own scale applies after the level's: z spacing 2 * 2
@@ -123,11 +124,13 @@ def test_missing_chunk_is_a_one_line_error_naming_it(tmp_path):
     with pytest.raises(VolumeIOError) as err:
         read_volume(path)
     message = str(err.value)
-    assert "chunk '1/0/1'" in message and "(1 of 8 chunks)" in message
+    assert "chunk '1/0/1'" in message
+    assert "(1 of 8 chunks)" in message
     assert "\n" not in message
     # allowed: the missing chunk reads as the fill value
     volume = open_zarr_volume(path, allow_missing_chunks=True)
-    assert volume[0, 4:, :4, 4:].sum() == 0 and volume[0, :4].sum() == 4 * 8 * 8
+    assert volume[0, 4:, :4, 4:].sum() == 0
+    assert volume[0, :4].sum() == 4 * 8 * 8
 
 
 def test_labels_round_trip_with_scale_compressed_and_atomic(tmp_path):
@@ -152,10 +155,14 @@ def test_labels_round_trip_with_scale_compressed_and_atomic(tmp_path):
 def test_failed_write_leaves_the_existing_store(tmp_path):
     target = tmp_path / "keep.ome.zarr"
     write_labels_zarr(np.ones((4, 4, 4), np.uint8), None, target)
-    with pytest.raises(RuntimeError, match="boom"):
+
+    def failing_write():
         with zarr_output(target, overwrite=True) as tmp:
             write_labels_zarr(np.zeros((4, 4, 4), np.uint8), None, tmp)
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        failing_write()
     assert sorted(os.listdir(tmp_path)) == ["keep.ome.zarr"]
     assert np.asarray(read_labels(target)[0]).min() == 1
 
