@@ -232,3 +232,54 @@ def test_labels_in_another_geometry_are_refused(scans, tmp_path, capsys):
     assert main(argv) == 1
     assert "another geometry" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_train_on_an_nnunet_dataset_then_predict_unseen_cases(scans, tmp_path, capsys):
+    from napari_unetseg.core.cases import Case
+    from napari_unetseg.core.checkpoint import load_checkpoint
+    from napari_unetseg.core.dataset import write_nnunet_dataset
+
+    d, _ = scans
+    cases = []
+    for k in range(3):
+        image, semantic, _ = make_sample(shape=(12, 24, 20), seed=10 + k)
+        ann = sparsify(semantic, fraction=0.3, axes="zyx", seed=k)
+        cases.append(Case(f"c{k}", np.stack([image, image * 0.5]), ann, spacing=(1.5, 0.9, 0.8)))
+    ds = tmp_path / "Dataset002_Blobs"
+    write_nnunet_dataset(ds, cases, channel_names=["A", "B"], class_names=["bright", "tex"])
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(
+        json.dumps(tiny_settings(train={"iterations": 2}, data={"validation_fraction": 0.3}))
+    )
+    model = tmp_path / "ds.safetensors"
+    assert (
+        main(["train", "--dataset", str(ds), "--out", str(model), "--config", str(cfg), "--quiet"])
+        == 0
+    )
+    ckpt = load_checkpoint(model)
+    assert ckpt.class_names == ["bright", "tex"]
+    assert ckpt.config.model.in_channels == 2
+    # the trained model segments a folder of unseen two-channel scans
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--input",
+                str(d / "in"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [f"scan{k}.nii.gz" for k in range(3)]
+    # bad input: the dataset folder without dataset.json is one clear line
+    (ds / "dataset.json").unlink()
+    assert main(["train", "--dataset", str(ds), "--out", str(tmp_path / "x.safetensors")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "dataset.json" in err[0]

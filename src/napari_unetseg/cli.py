@@ -101,9 +101,24 @@ def cmd_sparsify(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .core.jobs import train_to_file
+    from .core.jobs import train_dataset_to_file, train_to_file
 
     cfg = _config(args)
+    if args.dataset is not None:
+        if args.image or args.labels:
+            raise ValueError("give --dataset DIR or --image/--labels, not both")
+        path, message = train_dataset_to_file(
+            out=args.out,
+            dataset=args.dataset,
+            config=cfg,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+        )
+        print(message)
+        return 0 if path is not None else EXIT_INTERRUPTED
+    if not args.image or not args.labels:
+        raise ValueError("give --image and --labels (one scan), or --dataset DIR (many)")
     path, message = train_to_file(
         out=args.out,
         images=args.image,
@@ -326,15 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from sparse annotations")
     t.add_argument(
-        "--image",
-        action="append",
-        required=True,
-        help="image file; repeat for more channels (e.g. MRI sequences)",
+        "--image", action="append", help="image file; repeat for more channels (e.g. MRI)"
     )
     t.add_argument(
-        "--labels",
-        required=True,
-        help="annotation volume: 0 unannotated, 1 background, 2.. classes/objects",
+        "--labels", help="annotation volume: 0 unannotated, 1 background, 2.. classes/objects"
+    )
+    t.add_argument(
+        "--dataset",
+        help="an nnU-Net raw dataset folder (dataset.json, imagesTr, labelsTr; the ignore "
+        "label marks unannotated voxels): one model from all its cases",
     )
     t.add_argument("--out", required=True, help="model file to write (.safetensors)")
     t.add_argument("--config", help="JSON file with settings (flags override it)")

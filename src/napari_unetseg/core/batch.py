@@ -110,7 +110,12 @@ def predict_folder(
             image, meta = read_channels(paths)
             pred = None
             for ev in predict(
-                model, image, infer, keep_probabilities=probabilities, cancel=cancel
+                model,
+                image,
+                infer,
+                spacing=meta.spacing,
+                keep_probabilities=probabilities,
+                cancel=cancel,
             ):
                 if isinstance(ev, Done):
                     pred = ev.result

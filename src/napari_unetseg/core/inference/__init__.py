@@ -23,9 +23,12 @@ The modules follow the data flow:
 * :mod:`.engine`: the batched blending engine and its finished :class:`Slab` objects;
 * :mod:`.sliding`: :func:`sliding_window_slabs` (any network, a normalised image in,
   finished slabs out) and :func:`sliding_window` (the whole probability map);
-* :mod:`.prediction`: :func:`predict` / :func:`predict_volume`: a
+* :mod:`.prediction`: :func:`predict_grid`: a
   :class:`~napari_unetseg.core.checkpoint.Checkpoint` and a raw image in, a
-  :class:`Prediction` out (labels, probabilities, boundary map, watershed instances).
+  :class:`Prediction` out (labels, probabilities, boundary map, watershed instances), in
+  the model's own grid;
+* :mod:`.front`: :func:`predict` / :func:`predict_volume`, what callers use: per-image
+  normalisation, resampling to the model's spacing and back, 2D models on volumes.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from __future__ import annotations
 # the private helpers it held.
 from .engine import Slab, Transform
 from .engine import _Engine as _Engine
+from .front import postprocess, predict, predict_volume
 from .memory import CPU_BATCH_VOXELS, CPU_WINDOW_BATCH, MAX_AUTO_WINDOW_BATCH, auto_window_batch
 from .memory import _oom_errors as _oom_errors
 from .memory import _ShrinkWindow as _ShrinkWindow
 from .memory import _smaller_window as _smaller_window
-from .prediction import Prediction, predict, predict_volume
+from .prediction import Prediction, predict_grid
 from .prediction import _default_window as _default_window
 from .prediction import _validate_against_checkpoint as _validate_against_checkpoint
 from .sliding import _slabs_one_window as _slabs_one_window
@@ -70,7 +74,9 @@ __all__ = [
     "check_window_layout",
     "count_windows",
     "importance_map",
+    "postprocess",
     "predict",
+    "predict_grid",
     "predict_volume",
     "sliding_window",
     "sliding_window_slabs",

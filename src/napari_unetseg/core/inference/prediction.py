@@ -172,7 +172,7 @@ class _Normalize:
 # --------------------------------------------------------------------------- predict
 
 
-def predict(
+def predict_grid(
     checkpoint: Any,
     image: np.ndarray,
     config: InferConfig | None = None,
@@ -182,7 +182,8 @@ def predict(
     window: Sequence[int] | None = None,
     probabilities_dtype: str = "float32",
 ) -> Iterator[Event]:
-    """Predict a raw image with a trained model.
+    """Predict a raw image with a trained model in the model's own grid and dimensions
+    (use :func:`~.front.predict`, which also handles spacing and 2D-on-3D models).
 
     Args:
         checkpoint: a :class:`~napari_unetseg.core.checkpoint.Checkpoint`.
@@ -301,31 +302,3 @@ def predict(
         labels=labels, probabilities=probs, boundaries=boundaries, instances=instances, task=task
     )
     yield Done(result=result, message=f"predicted in {seconds:.1f} s", extra={"seconds": seconds})
-
-
-def predict_volume(
-    checkpoint: Any,
-    image: np.ndarray,
-    config: InferConfig | None = None,
-    *,
-    keep_probabilities: bool = True,
-    cancel: CancelToken | None = None,
-    window: Sequence[int] | None = None,
-    probabilities_dtype: str = "float32",
-) -> Prediction:
-    """Run :func:`predict` to the end and return its :class:`Prediction`."""
-    done: Done | None = None
-    for ev in predict(
-        checkpoint,
-        image,
-        config,
-        keep_probabilities=keep_probabilities,
-        cancel=cancel,
-        window=window,
-        probabilities_dtype=probabilities_dtype,
-    ):
-        if isinstance(ev, Done):
-            done = ev
-    if done is None or not isinstance(done.result, Prediction):
-        raise RuntimeError("the prediction ended without a result")
-    return done.result
