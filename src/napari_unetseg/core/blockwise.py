@@ -25,6 +25,7 @@ The phases are plain functions of a picklable :class:`BlockJob`, so
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -339,6 +340,7 @@ def predict_blockwise(
     meta = meta if meta is not None else getattr(image, "meta", None)
     config = config if config is not None else ckpt.config.infer
     spatial = check_input(ckpt, image)
+    ckpt = fit_to_image(ckpt, image, meta)
     predictor = BlockPredictor(ckpt, config, spatial)
     plan = plan_blocks(spatial, predictor.window, config.overlap, block=block, halo=halo,
                        instances=instances is not None)  # fmt: skip
@@ -380,6 +382,39 @@ def check_input(checkpoint: Any, image: Any) -> tuple[int, ...]:
     if not np.issubdtype(np.dtype(image.dtype), np.number):
         raise ValueError(f"the image must hold real numbers, not {image.dtype}")
     return shape[1:]
+
+
+def fit_to_image(checkpoint: Any, image: Any, meta: Any = None) -> Any:
+    """The checkpoint ready for blockwise prediction of ``image`` ``(C, *spatial)``.
+
+    A model normalising each image by its own statistics gets them from a strided
+    sample of the whole volume (so every block is normalised alike). Blocks are predicted
+    in the scan's grid with the network's dimensions: a model trained at another spacing
+    (``meta.spacing``) or a 2D model for volumes is refused with a one-line error.
+    """
+    data = checkpoint.config.data
+    net = int(checkpoint.config.model.spatial_dims)
+    if int(getattr(data, "image_dims", None) or net) != net:
+        raise ValueError(
+            "blockwise prediction runs 3D models on volumes; this 2D model predicts "
+            "volumes slice by slice: use unetseg predict without --block / zarr"
+        )
+    target = getattr(data, "target_spacing", None)
+    spacing = getattr(meta, "spacing", None)
+    if target is not None and spacing is not None and not np.allclose(spacing, target, rtol=0.01):
+        raise ValueError(
+            f"the model was trained at spacing {tuple(target)} but the scan has "
+            f"{tuple(spacing)}; blockwise prediction runs in the scan's grid: resample the "
+            "scan to the model's spacing first"
+        )
+    norm = checkpoint.normalizer
+    if norm is None or not getattr(norm, "per_image", False):
+        return checkpoint
+    shape = tuple(int(s) for s in image.shape[-net:])
+    steps = [max(1, round((math.prod(shape) / 4e6) ** (1 / net)))] * net
+    sample = np.asarray(image[(..., *(slice(None, None, k) for k in steps))])
+    sample = sample if sample.ndim == net + 1 else sample[None]
+    return dataclasses.replace(checkpoint, normalizer=norm.for_image(sample))
 
 
 def open_targets(

@@ -91,13 +91,16 @@ def cached_checkpoint(model_path: str | os.PathLike):
     return _CACHE[key]
 
 
-def cached_predictor(model_path: str, config: Any, spatial: tuple[int, ...]):
-    """A :class:`~.blockwise.BlockPredictor` for the model, built once per process."""
+def cached_predictor(model_path: str, config: Any, spatial: tuple[int, ...], normalizer: Any):
+    """A :class:`~.blockwise.BlockPredictor` for the model (with ``normalizer``, fitted to
+    the image), built once per process."""
+    import dataclasses
+
     from .blockwise import BlockPredictor
 
-    key = "predictor" + _model_key(model_path, repr(config), spatial)
+    key = "predictor" + _model_key(model_path, repr(config), spatial, repr(normalizer))
     if key not in _CACHE:
-        ckpt = cached_checkpoint(model_path)
+        ckpt = dataclasses.replace(cached_checkpoint(model_path), normalizer=normalizer)
         _CACHE[key] = BlockPredictor(ckpt, config, spatial)
     return _CACHE[key]
 
@@ -152,7 +155,14 @@ def predict_blockwise_distributed(
     Yields Info, Progress per block, then Done with a ``BlockwiseResult``.
     """
     from .blocks import plan_blocks
-    from .blockwise import BlockJob, BlockwiseResult, check_input, open_targets, run_job
+    from .blockwise import (
+        BlockJob,
+        BlockwiseResult,
+        check_input,
+        fit_to_image,
+        open_targets,
+        run_job,
+    )
     from .io.zarr import open_zarr_volume
 
     ckpt = cached_checkpoint(model_path)
@@ -163,7 +173,10 @@ def predict_blockwise_distributed(
     spatial = check_input(ckpt, image)
     if instances is not None and ckpt.task != "instances":
         raise ValueError(f"instances need a model trained for instances; {model_path} is not")
-    predictor = functools.partial(cached_predictor, str(model_path), config, spatial)
+    fitted = fit_to_image(ckpt, image, image.meta)
+    predictor = functools.partial(
+        cached_predictor, str(model_path), config, spatial, fitted.normalizer
+    )
     plan = plan_blocks(spatial, predictor().window, config.overlap, block=block, halo=halo,
                        instances=instances is not None)  # fmt: skip
     workers = len(client.scheduler_info().get("workers", {}))
