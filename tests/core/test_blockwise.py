@@ -115,8 +115,9 @@ def test_blockwise_labels_equal_a_whole_volume_prediction(model):
 
 def test_zarr_in_ome_zarr_out_atomic_with_scale(model, tmp_path):
     image, _, _ = make_sample(shape=(16, 40, 36), seed=3)
-    src = zarr.create_array(str(tmp_path / "in.zarr"), shape=(1, *image.shape),
-                            chunks=(1, 8, 16, 16), dtype="f4")  # fmt: skip
+    src = zarr.create_array(
+        str(tmp_path / "in.zarr"), shape=(1, *image.shape), chunks=(1, 8, 16, 16), dtype="f4"
+    )
     src[:] = image[None]
     meta = meta_from_array(image.shape, (2.0, 1.0, 1.0))
     target = tmp_path / "labels.ome.zarr"
@@ -135,8 +136,9 @@ def test_cancel_writes_nothing(model, tmp_path):
     image, _, _ = make_sample(shape=(16, 40, 36), seed=3)
     token = CancelToken()
     events = []
-    for ev in predict_blockwise(model, image[None], tmp_path / "x.ome.zarr", block=8,
-                                cancel=token):  # fmt: skip
+    for ev in predict_blockwise(
+        model, image[None], tmp_path / "x.ome.zarr", block=8, cancel=token
+    ):
         events.append(ev)
         if isinstance(ev, Progress) and ev.done == 1:
             token.cancel()
@@ -153,11 +155,19 @@ def test_wrong_channels_are_refused_before_predicting(model):
 def test_peak_memory_stays_flat_as_the_volume_grows(model, tmp_path):
     peaks = []
     for depth in (16, 64):
-        src = zarr.create_array(str(tmp_path / f"in{depth}.zarr"), shape=(1, depth, 48, 48),
-                                chunks=(1, 8, 48, 48), dtype="f4")  # fmt: skip
+        src = zarr.create_array(
+            str(tmp_path / f"in{depth}.zarr"),
+            shape=(1, depth, 48, 48),
+            chunks=(1, 8, 48, 48),
+            dtype="f4",
+        )
         src[:] = np.random.default_rng(0).normal(size=src.shape).astype(np.float32)
-        out = zarr.create_array(str(tmp_path / f"out{depth}.zarr"), shape=(depth, 48, 48),
-                                chunks=(12, 48, 48), dtype="u1")  # fmt: skip
+        out = zarr.create_array(
+            str(tmp_path / f"out{depth}.zarr"),
+            shape=(depth, 48, 48),
+            chunks=(12, 48, 48),
+            dtype="u1",
+        )
         tracemalloc.start()
         run_to_completion(predict_blockwise(model, src, out, block=(12, 48, 48)))
         peaks.append(tracemalloc.get_traced_memory()[1])
@@ -216,8 +226,12 @@ def test_match_zone_pairs_shared_seeds_and_lonely_pieces():
     seeded, lonely = match_zone(theirs, mine, lonely_mine=np.array([7]))
     assert seeded.tolist() == [[1, 5]]
     assert lonely.tolist() == [[2, 7, 3]]
-    luts, n = stitch([2, 7], [np.array([0, 3, 4]), np.zeros(8, int) + 1],
-                     np.array([[0, 1, 1, 5], [0, 2, 1, 7]]), 0)  # fmt: skip
+    luts, n = stitch(
+        [2, 7],
+        [np.array([0, 3, 4]), np.zeros(8, int) + 1],
+        np.array([[0, 1, 1, 5], [0, 2, 1, 7]]),
+        0,
+    )
     assert n == 7  # 2 + 7 local objects, two pairs joined
     assert luts[0][1] == luts[1][5]
     assert luts[0][2] == luts[1][7]

@@ -29,8 +29,9 @@ def _ome(path, data, axes, scale, translation=None, version="0.4", top_scale=Non
     """A hand-written OME-Zarr image: level 0 = ``data`` with the given axes."""
     fmt = 2 if version == "0.4" else 3
     group = zarr.open_group(str(path), mode="w", zarr_format=fmt)
-    arr = group.create_array("0", shape=data.shape, chunks=(1, *(4,) * (data.ndim - 1)),
-                             dtype=data.dtype)  # fmt: skip
+    arr = group.create_array(
+        "0", shape=data.shape, chunks=(1, *(4,) * (data.ndim - 1)), dtype=data.dtype
+    )
     arr[:] = data
     transforms = [{"type": "scale", "scale": scale}]
     if translation is not None:
@@ -59,8 +60,14 @@ def _ome(path, data, axes, scale, translation=None, version="0.4", top_scale=Non
 
 def test_ome_zarr_is_read_lazily_with_scale_and_translation(tmp_path):
     data = np.random.default_rng(0).integers(0, 1000, (2, 9, 10, 11)).astype(np.uint16)
-    path = _ome(tmp_path / "img.ome.zarr", data, "czyx", [1, 2.0, 0.5, 0.25],
-                translation=[0, 10.0, 20.0, 30.0], top_scale=[1, 2, 1, 1])  # fmt: skip
+    path = _ome(
+        tmp_path / "img.ome.zarr",
+        data,
+        "czyx",
+        [1, 2.0, 0.5, 0.25],
+        translation=[0, 10.0, 20.0, 30.0],
+        top_scale=[1, 2, 1, 1],
+    )
     assert is_zarr_path(path)
     image, meta = read_volume(path)
     assert isinstance(image, da.Array)  # nothing read yet
@@ -98,8 +105,9 @@ def test_time_series_is_refused(tmp_path):
 
 
 def test_plain_zarr_array_is_read_with_a_note(tmp_path):
-    arr = zarr.create_array(str(tmp_path / "plain.zarr"), shape=(5, 6, 7), chunks=(2, 3, 3),
-                            dtype="i2")  # fmt: skip
+    arr = zarr.create_array(
+        str(tmp_path / "plain.zarr"), shape=(5, 6, 7), chunks=(2, 3, 3), dtype="i2"
+    )
     arr[:] = np.arange(5 * 6 * 7).reshape(5, 6, 7)
     image, meta = read_volume(tmp_path / "plain.zarr")
     assert image.shape == (1, 5, 6, 7)

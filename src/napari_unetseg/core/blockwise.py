@@ -120,9 +120,15 @@ class BlockPredictor:
         probs = np.empty((3, *spatial), np.float16) if self.task == "instances" else None
         warnings: list[str] = []
         for item in sliding_window_slabs(
-            self.model, image, self.window, cfg, device=self.device, dtype=self.dtype,
-            cancel=cancel, transform=self.transform,
-        ):  # fmt: skip
+            self.model,
+            image,
+            self.window,
+            cfg,
+            device=self.device,
+            dtype=self.dtype,
+            cancel=cancel,
+            transform=self.transform,
+        ):
             if isinstance(item, Info) and item.level == "warning":
                 warnings.append(item.message)
             if not isinstance(item, Slab):
@@ -228,8 +234,11 @@ def match_block(job: BlockJob, i: int) -> np.ndarray:
     with np.load(Path(job.scratch) / f"{i}.npz") as mine:
         for j, zone in zones:
             seeded, alone = match_zone(np.asarray(written[zone]), mine[f"z{j}"], mine["lonely"])
-            rows.append(np.column_stack([np.full(len(seeded), j), seeded[:, 0],
-                                         np.full(len(seeded), i), seeded[:, 1]]))  # fmt: skip
+            rows.append(
+                np.column_stack(
+                    [np.full(len(seeded), j), seeded[:, 0], np.full(len(seeded), i), seeded[:, 1]]
+                )
+            )
             lonely.append(np.column_stack([np.full(len(alone), j), alone]))
     alone = np.concatenate(lonely)
     if len(alone):  # each object without a seed joins one object: the best over all zones
@@ -342,8 +351,14 @@ def predict_blockwise(
     spatial = check_input(ckpt, image)
     ckpt = fit_to_image(ckpt, image, meta)
     predictor = BlockPredictor(ckpt, config, spatial)
-    plan = plan_blocks(spatial, predictor.window, config.overlap, block=block, halo=halo,
-                       instances=instances is not None)  # fmt: skip
+    plan = plan_blocks(
+        spatial,
+        predictor.window,
+        config.overlap,
+        block=block,
+        halo=halo,
+        instances=instances is not None,
+    )
     if instances is not None and ckpt.task != "instances":
         raise ValueError(f"instances need a model trained for instances; this one is {ckpt.task}")
     yield Info(f"predicting on {predictor.description}")
@@ -352,16 +367,19 @@ def predict_blockwise(
     try:
         with ExitStack() as stack:
             targets = open_targets(stack, plan, out, instances, meta, overwrite)
-            job = BlockJob(plan, image, targets[0], targets[1], targets[2],
-                           lambda: predictor, config.min_size)  # fmt: skip
+            job = BlockJob(
+                plan, image, targets[0], targets[1], targets[2], lambda: predictor, config.min_size
+            )
             objects, warnings = yield from run_job(job, sequential, cancel)
     except Cancelled:
         yield Done(result=None, cancelled=True, message="cancelled")
         return
-    result = BlockwiseResult(out, instances, spatial, len(plan.blocks), objects,
-                             time.perf_counter() - t0, warnings)  # fmt: skip
-    yield Done(result=result, message=f"predicted {len(plan.blocks)} block(s) in "
-               f"{result.seconds:.1f} s")  # fmt: skip
+    result = BlockwiseResult(
+        out, instances, spatial, len(plan.blocks), objects, time.perf_counter() - t0, warnings
+    )
+    yield Done(
+        result=result, message=f"predicted {len(plan.blocks)} block(s) in {result.seconds:.1f} s"
+    )
 
 
 def check_input(checkpoint: Any, image: Any) -> tuple[int, ...]:
@@ -432,8 +450,10 @@ def open_targets(
             made.append(str(Path(tmp) / "0"))
         else:
             if target is not None and tuple(target.shape) != plan.shape:
-                raise ValueError(f"the {name} array has shape {tuple(target.shape)}; the image "
-                                 f"needs {plan.shape}")  # fmt: skip
+                raise ValueError(
+                    f"the {name} array has shape {tuple(target.shape)}; the image "
+                    f"needs {plan.shape}"
+                )
             made.append(target)
     scratch = None
     if instances is not None:

@@ -42,7 +42,7 @@ def connect(scheduler: str | None = None, *, workers: int = 2, timeout: float = 
         scheduler: address of a running scheduler (``tcp://host:8786``); ``None`` starts
             a ``LocalCluster`` of ``workers`` processes with one thread each.
         workers: processes of the local cluster.
-        timeout: seconds to wait for ``scheduler``.
+        timeout: seconds to wait for ``scheduler`` (default :data:`CONNECT_TIMEOUT`).
 
     Raises:
         ValueError: one line, when no scheduler answers at the address in time, or for
@@ -61,6 +61,7 @@ def connect(scheduler: str | None = None, *, workers: int = 2, timeout: float = 
             env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
         )
         return Client(cluster)
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     try:
         return Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError) as exc:
@@ -177,8 +178,14 @@ def predict_blockwise_distributed(
     predictor = functools.partial(
         cached_predictor, str(model_path), config, spatial, fitted.normalizer
     )
-    plan = plan_blocks(spatial, predictor().window, config.overlap, block=block, halo=halo,
-                       instances=instances is not None)  # fmt: skip
+    plan = plan_blocks(
+        spatial,
+        predictor().window,
+        config.overlap,
+        block=block,
+        halo=halo,
+        instances=instances is not None,
+    )
     workers = len(client.scheduler_info().get("workers", {}))
     yield Info(f"{plan.describe()}, on {workers} dask worker(s)")
     t0 = time.perf_counter()
@@ -194,8 +201,15 @@ def predict_blockwise_distributed(
         yield Done(result=None, cancelled=True, message="cancelled")
         return
     seconds = time.perf_counter() - t0
-    result = BlockwiseResult(Path(out_path), instances and Path(instances), spatial,
-                             len(plan.blocks), objects, seconds, warnings)  # fmt: skip
+    result = BlockwiseResult(
+        Path(out_path),
+        instances and Path(instances),
+        spatial,
+        len(plan.blocks),
+        objects,
+        seconds,
+        warnings,
+    )
     yield Done(result=result, message=f"predicted {len(plan.blocks)} block(s) in {seconds:.1f} s")
 
 
@@ -250,11 +264,20 @@ def predict_folder_distributed(
         if target.exists() and not overwrite:
             result.skipped.append(name)
             continue
-        future = client.submit(_predict_case, str(model_path), [str(p) for p in paths],
-                               str(target), config, overwrite, pure=False)  # fmt: skip
+        future = client.submit(
+            _predict_case,
+            str(model_path),
+            [str(p) for p in paths],
+            str(target),
+            config,
+            overwrite,
+            pure=False,
+        )
         futures[future] = name
-    yield Info(f"{len(cases)} case(s) in {input_dir} over dask workers; "
-               f"{len(result.skipped)} already done")  # fmt: skip
+    yield Info(
+        f"{len(cases)} case(s) in {input_dir} over dask workers; "
+        f"{len(result.skipped)} already done"
+    )
     done = len(result.skipped)
     for future in as_completed(list(futures)):
         if cancel is not None and cancel.cancelled:
@@ -272,3 +295,123 @@ def predict_folder_distributed(
     result.seconds = time.perf_counter() - t0
     cancelled = cancel is not None and cancel.cancelled
     yield Done(result=result, cancelled=cancelled, message=result.summary())
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _client(workers: int | None, scheduler: str | None):
+    """A client for ``--workers`` / ``--scheduler`` and a function closing what it started."""
+    client = connect(scheduler, workers=workers or 2)
+
+    def close() -> None:
+        cluster = client.cluster if scheduler is None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+    return client, close
+
+
+def predict_to_zarr(
+    *,
+    model: str | os.PathLike,
+    images: list[str],
+    out: str | os.PathLike,
+    instances: str | os.PathLike | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    block: Any = None,
+    halo: Any = None,
+    settings: Callable[[Any], Any] | None = None,
+    overwrite: bool = False,
+    allow_missing_chunks: bool = False,
+    quiet: bool = False,
+) -> list[Path]:
+    """``unetseg predict`` for large volumes: blockwise into OME-Zarr (labels, and
+    instances for an instance model), in this process or on dask (``workers`` /
+    ``scheduler``). ``images``: one zarr store, or image files read into memory (one per
+    channel). Returns the paths written."""
+    from .blockwise import predict_blockwise
+    from .io import is_zarr_path, read_channels
+    from .io.zarr import open_zarr_volume
+    from .outputs import check_outputs
+    from .progress import drain
+
+    check_outputs([out, instances], [model, *images], overwrite=overwrite)
+    ckpt = cached_checkpoint(model)
+    cfg = ckpt.config.copy()
+    cfg = settings(cfg) if settings is not None else cfg
+    zarr_in = len(images) == 1 and is_zarr_path(images[0])
+    if (workers or scheduler) and not zarr_in:
+        raise ValueError("--workers / --scheduler read a zarr image (--image scan.ome.zarr)")
+    if workers or scheduler:
+        client, close = _client(workers, scheduler)
+        try:
+            drain(
+                predict_blockwise_distributed(
+                    model,
+                    images[0],
+                    out,
+                    client=client,
+                    instances=instances,
+                    block=block,
+                    halo=halo,
+                    config=cfg.infer,
+                    overwrite=overwrite,
+                    allow_missing_chunks=allow_missing_chunks,
+                ),
+                "blocks",
+                quiet,
+            )
+        finally:
+            close()
+    else:
+        if zarr_in:
+            image = open_zarr_volume(images[0], allow_missing_chunks=allow_missing_chunks)
+            meta = image.meta
+        else:
+            image, meta = read_channels(images)
+        drain(
+            predict_blockwise(
+                ckpt,
+                image,
+                out,
+                instances=instances,
+                block=block,
+                halo=halo,
+                config=cfg.infer,
+                meta=meta,
+                overwrite=overwrite,
+            ),
+            "blocks",
+            quiet,
+        )
+    return [Path(p) for p in (out, instances) if p is not None]
+
+
+def predict_folder_on_dask(
+    *,
+    model: str | os.PathLike,
+    input_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    settings: Callable[[Any], Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+):
+    """``unetseg predict --input DIR --workers N`` / ``--scheduler ADDR``: returns the
+    :class:`~.batch.BatchResult`."""
+    from .progress import drain
+
+    cfg = cached_checkpoint(model).config.copy()
+    cfg = settings(cfg) if settings is not None else cfg
+    client, close = _client(workers, scheduler)
+    try:
+        events = predict_folder_distributed(
+            model, input_dir, out_dir, client, config=cfg.infer, overwrite=overwrite
+        )
+        return drain(events, "cases", quiet).result
+    finally:
+        close()
