@@ -135,8 +135,52 @@ def cmd_train(args) -> int:
 def cmd_predict(args) -> int:
     if (args.image is None) == (args.input is None):
         raise ValueError("give --image (one scan, repeat for channels) or --input DIR (a folder)")
+    if args.input is not None and (args.workers or args.scheduler):
+        from .core.distributed import predict_folder_on_dask
+
+        result = predict_folder_on_dask(
+            model=args.model,
+            input_dir=args.input,
+            out_dir=args.out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            settings=lambda cfg: apply_setting_flags(cfg, args),
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+        )
+        print(result.summary())
+        return EXIT_ERROR if result.failed else 0
     if args.input is not None:
         return _predict_folder(args)
+    from .core.io import is_zarr_path
+
+    if (
+        args.workers
+        or args.scheduler
+        or args.block
+        or is_zarr_path(args.out)
+        or any(is_zarr_path(p) for p in args.image)
+    ):  # large volumes: blockwise into OME-Zarr
+        from .core.distributed import predict_to_zarr
+
+        if args.probabilities or args.boundaries:
+            raise ValueError("--probabilities / --boundaries are not written blockwise")
+        written = predict_to_zarr(
+            model=args.model,
+            images=args.image,
+            out=args.out,
+            instances=args.instances,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            block=args.block,
+            halo=args.halo,
+            settings=lambda cfg: apply_setting_flags(cfg, args),
+            overwrite=args.overwrite,
+            allow_missing_chunks=args.allow_missing_chunks,
+            quiet=args.quiet,
+        )
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
     from .core.jobs import predict_to_files
 
     written = predict_to_files(
@@ -377,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--probabilities", help="also write class probabilities (C, ...)")
     q.add_argument("--boundaries", help="also write the boundary probability (instance task)")
     q.add_argument("--instances", help="also write watershed instances (instance task)")
+    b = q.add_argument_group("large volumes (zarr inputs or outputs go blockwise)")
+    b.add_argument("--workers", type=int, help="predict on a local dask cluster of N processes")
+    b.add_argument("--scheduler", help="predict on the dask scheduler at this address")
+    b.add_argument("--block", type=int, nargs="+", metavar="N", help="block size (Z Y X)")
+    b.add_argument("--halo", type=int, nargs="+", metavar="N", help="voxels around each block")
+    b.add_argument(
+        "--allow-missing-chunks",
+        action="store_true",
+        help="read chunks missing from a zarr image as empty",
+    )
     common(q)
     add_setting_flags(q, PREDICT_SECTIONS)
     q.set_defaults(func=cmd_predict)

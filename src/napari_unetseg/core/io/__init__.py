@@ -40,6 +40,7 @@ from .meta import (
     smallest_int_dtype,
 )
 from .sitk import METAIMAGE_SUFFIXES, NRRD_SUFFIXES, SITK_SUFFIXES
+from .zarr import ZARR_SUFFIXES, is_zarr_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -57,6 +58,7 @@ __all__ = [
     "NRRD_SUFFIXES",
     "SUPPORTED_SUFFIXES",
     "TIFF_SUFFIXES",
+    "ZARR_SUFFIXES",
     "OutputExistsError",
     "VolumeIOError",
     "VolumeMeta",
@@ -64,6 +66,7 @@ __all__ = [
     "atomic_write",
     "default_affine",
     "file_stem",
+    "is_zarr_path",
     "meta_from_array",
     "read_channels",
     "read_dicom",
@@ -113,7 +116,13 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
     and 'S' axes and NRRD/MetaImage vector components become channels. Integer data keeps
     its dtype; floats become float32. NaN values are passed through (training rejects them
     with a clear message). Raises VolumeIOError for missing, corrupt or unsupported files.
+    A zarr / OME-Zarr store (``.zarr``) comes as a lazy dask array (see
+    :func:`.zarr.read_zarr`): nothing is read until it is sliced or computed.
     """
+    if is_zarr_path(path):
+        from .zarr import read_zarr
+
+        return read_zarr(path)
     if Path(path).is_dir() or Path(path).name.lower().endswith(DICOM_SUFFIXES):
         return read_dicom(path)
     path, suffix = _check_readable(path)
