@@ -134,7 +134,7 @@ def make_config(task: str, iterations: int, smoke: bool):
     cfg.data.validation_fraction = 0.0
     cfg.model.base_width = 4 if smoke else 8
     cfg.model.depth = 2 if smoke else 3
-    cfg.data.patch_size = (16, 32, 32) if smoke else (32, 48, 48)
+    cfg.data.patch_size = (16, 32, 32)
     cfg.train.batch_size = 2
     return cfg
 
@@ -325,7 +325,7 @@ def finetune_check(name: str, args) -> dict:
 
 def run(args) -> dict:
     env = C.environment()
-    env["avx512_bf16"] = "avx512_bf16" in open("/proc/cpuinfo").read()
+    env["avx512_bf16"] = "avx512_bf16" in C.cpu_flags()
     print(C.describe_env(env), file=sys.stderr)
     t0 = time.perf_counter()
     data = {
@@ -352,37 +352,47 @@ def run(args) -> dict:
 def print_table(data: dict) -> None:
     for name, ds in data["datasets"].items():
         ref = ds["reference_even_10pct"]
-        print(f"\n{name} {ds['shape']} ({ds['task']}): reference even 10 % = {ref['slices']} "
-              f"slices, Dice {ref['dice']:.4f}")
+        print(
+            f"\n{name} {ds['shape']} ({ds['task']}): reference even 10 % = {ref['slices']} "
+            f"slices, Dice {ref['dice']:.4f}"
+        )
         rows = []
         for strategy, curve in ds["curves"].items():
             for c in curve:
                 rows.append({"strategy": strategy, **c})
-        cols = [("strategy", "strategy", ""), ("round", "round", "d"),
-                ("slices", "slices", "d"), ("steps", "steps", "d"), ("dice", "Dice", ".4f")]
+        cols = [
+            ("strategy", "strategy", ""),
+            ("round", "round", "d"),
+            ("slices", "slices", "d"),
+            ("steps", "steps", "d"),
+            ("dice", "Dice", ".4f"),
+        ]
         if ds["task"] == "instances":
             cols.append(("f1", "F1", ".4f"))
         print(C.table(rows, cols))
         for strategy, g in ds["goal"]["strategies"].items():
-            print(f"  {strategy}: slices to reach {ds['goal']['target_dice']:.4f}: "
-                  f"{g['slices_to_target']} (budget {ds['goal']['max_slices']:g}); met {g['met']}")
+            print(
+                f"  {strategy}: slices to reach {ds['goal']['target_dice']:.4f}: "
+                f"{g['slices_to_target']} (budget {ds['goal']['max_slices']:g}); met {g['met']}"
+            )
     if "finetune" in data:
         f = data["finetune"]
-        print(f"\nfine-tuning: previous Dice {f['dice_before']:.4f} after {f['scratch_steps']} "
-              f"steps from scratch; back after {f['steps_to_previous_dice']} fine-tuning steps")
+        print(
+            f"\nfine-tuning: previous Dice {f['dice_before']:.4f} after {f['scratch_steps']} "
+            f"steps from scratch; back after {f['steps_to_previous_dice']} fine-tuning steps"
+        )
 
 
 def main(argv=None) -> int:
     p = C.arg_parser("active", __doc__)
     p.add_argument("--datasets", default="sample,mni")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
-    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--add", type=int, default=3, help="slices added per round")
-    p.add_argument("--steps", type=int, default=60, help="fine-tuning steps per round")
-    p.add_argument("--initial-steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=30, help="fine-tuning steps per round")
+    p.add_argument("--initial-steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--finetune", action=__import__("argparse").BooleanOptionalAction,
-                   default=True)
+    p.add_argument("--finetune", action=__import__("argparse").BooleanOptionalAction, default=True)
     p.add_argument("--finetune-method", default="entropy")
     p.add_argument("--smoke", action="store_true", help="tiny volumes and steps (a test)")
     p.add_argument("--out")

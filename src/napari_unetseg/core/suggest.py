@@ -47,8 +47,9 @@ DEFAULT_METHOD = "entropy"
 #: Slices of the first axis handled at once (bounds the float32 temporaries).
 _CHUNK_VOXELS = 1 << 22
 #: The weighted mean of a slice is taken over its foreground weight plus this share of
-#: its area, so that a slice with a handful of uncertain voxels does not win.
-_PRIOR_FRACTION = 0.002
+#: its area: a slice whose likely foreground is a handful of uncertain voxels (often at
+#: the border of the volume) does not beat one with a large uncertain region.
+_PRIOR_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ def suggest_slices(
     for _ in range(int(top)):
         best = None
         for relaxed in (False, True):
-            for a, (score, dist, avail, gap, den) in state.items():
+            for a, (score, dist, avail, gap, _den) in state.items():
                 ok = avail & ((dist >= gap) | relaxed)
                 if not ok.any():
                     continue
@@ -313,11 +314,13 @@ def _reason(method: str, score: float, dist: float, weight: float | None) -> str
 # --------------------------------------------------------------------------- model
 
 
-def flip_probabilities(checkpoint: Any, image: np.ndarray, config: Any = None, cancel=None):
-    """Predictions ``[(K, *spatial), ...]`` of the image flipped along each spatial axis,
-    each flipped back (one forward pass over the volume per axis)."""
-    from .events import run_to_completion
+def flip_probabilities(
+    checkpoint: Any, image: np.ndarray, config: Any = None, cancel=None, quiet: bool = True
+) -> list[np.ndarray]:
+    """Predictions ``[(K, *spatial), ...]`` of the image ``(C, *spatial)`` flipped along
+    each spatial axis, each flipped back (one prediction of the volume per axis)."""
     from .inference import predict
+    from .progress import drain
 
     image = np.asarray(image)
     spatial_dims = int(checkpoint.config.model.spatial_dims)
@@ -326,8 +329,10 @@ def flip_probabilities(checkpoint: Any, image: np.ndarray, config: Any = None, c
     out = []
     for a in range(spatial_dims):
         flipped = np.ascontiguousarray(np.flip(image, axis=1 + a))
-        done = run_to_completion(
-            predict(checkpoint, flipped, config, keep_probabilities=True, cancel=cancel)
+        done = drain(
+            predict(checkpoint, flipped, config, keep_probabilities=True, cancel=cancel),
+            f"predicting flipped {'zyx'[3 - spatial_dims + a]}",
+            quiet,
         )
         if done.cancelled:
             break
@@ -346,6 +351,7 @@ def suggest_for(
     min_distance: int | None = None,
     config: Any = None,
     cancel: Any = None,
+    quiet: bool = True,
 ) -> list[Suggestion]:
     """Predict ``image`` with ``checkpoint`` (keeping probabilities), then rank the slices.
 
@@ -354,14 +360,16 @@ def suggest_for(
         image: raw ``(C, *spatial)`` intensities (a single channel may omit C).
         annotation: ``(*spatial)`` annotation of that image.
         config: an InferConfig; default: the model's own.
+        cancel: a CancelToken, checked between forward passes.
+        quiet: no progress bar on stderr.
         top, axes, method, min_distance: as in :func:`suggest_slices`.
 
     Returns:
         The suggestions, best first; empty when the prediction was cancelled.
     """
     from .checkpoint import Checkpoint, load_checkpoint
-    from .events import run_to_completion
     from .inference import predict
+    from .progress import drain
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     annotation = np.asarray(annotation)
@@ -376,14 +384,16 @@ def suggest_for(
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     probabilities, tta = None, None
     if method != "diversity":
-        done = run_to_completion(
-            predict(ckpt, image, config, keep_probabilities=True, cancel=cancel)
+        done = drain(
+            predict(ckpt, image, config, keep_probabilities=True, cancel=cancel),
+            "predicting",
+            quiet,
         )
         if done.cancelled:
             return []
         probabilities = done.result.probabilities
         if method == "tta":
-            tta = flip_probabilities(ckpt, image, config, cancel)
+            tta = flip_probabilities(ckpt, image, config, cancel, quiet)
             if len(tta) < int(ckpt.config.model.spatial_dims):
                 return []
     return suggest_slices(
@@ -394,4 +404,50 @@ def suggest_for(
         method=method,
         tta_probabilities=tta,
         min_distance=min_distance,
+    )
+
+
+def suggest_from_files(
+    model: Any,
+    images: Sequence[Any],
+    labels: Any,
+    *,
+    top: int = 10,
+    axes: str = "zyx",
+    method: str = DEFAULT_METHOD,
+    min_distance: int | None = None,
+    quiet: bool = True,
+) -> list[Suggestion]:
+    """:func:`suggest_for` on files: a model file, image file(s) (one per channel group)
+    and the annotation file of that scan. Errors name the file at fault.
+    """
+    from .checkpoint import load_checkpoint
+    from .io import read_channels, read_labels
+    from .jobs import check_same_geometry
+
+    ckpt = load_checkpoint(model)
+    image, meta = read_channels(images)
+    want = int(ckpt.config.model.in_channels)
+    if image.shape[0] != want:
+        names = ", ".join(str(p) for p in images)
+        raise ValueError(
+            f"the model {model} was trained on {want} channel(s) but {names} hold(s) "
+            f"{image.shape[0]}: give the same channels, in the same order, as for training"
+        )
+    annotation, ann_meta = read_labels(labels)
+    if tuple(annotation.shape) != tuple(image.shape[1:]):
+        raise ValueError(
+            f"{labels} has shape {tuple(annotation.shape)} but the image "
+            f"{tuple(image.shape[1:])}: give the annotation made for this scan"
+        )
+    check_same_geometry(meta, ann_meta, labels)
+    return suggest_for(
+        ckpt,
+        image,
+        annotation,
+        top=top,
+        axes=axes,
+        method=method,
+        min_distance=min_distance,
+        quiet=quiet,
     )
