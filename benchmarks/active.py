@@ -35,6 +35,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -323,6 +324,36 @@ def finetune_check(name: str, args) -> dict:
     }
 
 
+def suggestion_speed(shape=(128, 256, 256), k: int = 3) -> dict:
+    """Seconds of :func:`suggest_slices` (top 10, all axes) and :func:`uncertainty_map` on
+    float32 probabilities of ``shape`` (the prediction itself excluded)."""
+    from scipy import ndimage as ndi
+
+    from napari_unetseg.core.suggest import suggest_slices, uncertainty_map
+
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(k, *(max(1, s // 8) for s in shape))).astype(np.float32)
+    logits = ndi.zoom(small, (1, *(s / m for s, m in zip(shape, small.shape[1:]))), order=1)
+    logits = 4.0 * logits[(slice(None), *(slice(0, s) for s in shape))]
+    p = np.exp(logits - logits.max(0, keepdims=True))
+    p /= p.sum(0, keepdims=True)
+    flips = [np.ascontiguousarray(np.flip(p, axis=1 + a)) for a in range(3)]
+    ann = np.zeros(shape, dtype=np.uint8)
+    for a, n in enumerate(shape):
+        sl = [slice(None)] * 3
+        sl[a] = n // 2
+        ann[tuple(sl)] = 1
+    out = {"shape": list(shape), "classes": k}
+    t = time.perf_counter()
+    uncertainty_map(p)
+    out["uncertainty_map_s"] = time.perf_counter() - t
+    for method in ("entropy", "margin", "tta", "diversity"):
+        t = time.perf_counter()
+        suggest_slices(p, ann, top=10, method=method, tta_probabilities=flips)
+        out[f"{method}_s"] = time.perf_counter() - t
+    return out
+
+
 def run(args) -> dict:
     env = C.environment()
     env["avx512_bf16"] = "avx512_bf16" in C.cpu_flags()
@@ -344,6 +375,8 @@ def run(args) -> dict:
         data["datasets"][name]["seconds"] = time.perf_counter() - t
     if args.finetune:
         data["finetune"] = finetune_check(args.datasets[0], args)
+    if args.speed:
+        data["speed"] = suggestion_speed((16, 32, 32) if args.smoke else (128, 256, 256))
     data["seconds"] = time.perf_counter() - t0
     data["environment"]["load_average_at_end"] = C.load_average()
     return data
@@ -375,6 +408,10 @@ def print_table(data: dict) -> None:
                 f"  {strategy}: slices to reach {ds['goal']['target_dice']:.4f}: "
                 f"{g['slices_to_target']} (budget {ds['goal']['max_slices']:g}); met {g['met']}"
             )
+    if "speed" in data:
+        sp = data["speed"]
+        times = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in sp.items() if k.endswith("_s"))
+        print(f"\nsuggestion time on {'x'.join(map(str, sp['shape']))}: {times}")
     if "finetune" in data:
         f = data["finetune"]
         print(
@@ -392,8 +429,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=30, help="fine-tuning steps per round")
     p.add_argument("--initial-steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--finetune", action=__import__("argparse").BooleanOptionalAction, default=True)
+    p.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--finetune-method", default="entropy")
+    p.add_argument(
+        "--speed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time the suggestions on 128x256x256 probabilities",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny volumes and steps (a test)")
     p.add_argument("--out")
     args = p.parse_args(argv)

@@ -80,12 +80,15 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     k = p.shape[0]
     if k < 2:
         return np.zeros(p.shape[1:], dtype=np.float32)
-    p = p.astype(np.float32, copy=False)
     h = np.zeros(p.shape[1:], dtype=np.float32)
-    for c in range(k):
-        pc = p[c]
-        h -= pc * np.log(np.maximum(pc, 1e-12))
-    h /= np.float32(math.log(k))
+    tmp = np.empty(p.shape[1:], dtype=np.float32)
+    for c in range(k):  # in place: one temporary for all classes
+        pc = np.asarray(p[c], dtype=np.float32)
+        np.maximum(pc, 1e-12, out=tmp)
+        np.log(tmp, out=tmp)
+        tmp *= pc
+        h -= tmp
+    h *= np.float32(1.0 / math.log(k))
     return np.clip(h, 0.0, 1.0, out=h)
 
 
@@ -93,8 +96,14 @@ def _margin(p: np.ndarray) -> np.ndarray:
     """``1 - (p_first - p_second)`` ``(*chunk)`` in [0, 1]."""
     if p.shape[0] < 2:
         return np.zeros(p.shape[1:], dtype=np.float32)
-    top2 = np.partition(p.astype(np.float32, copy=False), p.shape[0] - 2, axis=0)[-2:]
-    return np.clip(1.0 - (top2[1] - top2[0]), 0.0, 1.0).astype(np.float32, copy=False)
+    first = np.asarray(p[0], dtype=np.float32).copy()
+    second = np.zeros_like(first)
+    for c in range(1, p.shape[0]):
+        pc = np.asarray(p[c], dtype=np.float32)
+        np.maximum(second, np.minimum(first, pc), out=second)
+        np.maximum(first, pc, out=first)
+    out = 1.0 - (first - second)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _check_probabilities(probabilities: Any) -> np.ndarray:
@@ -157,16 +166,18 @@ def _slice_sums(
         sl = slice(z, min(z + step, spatial[0]))
         u, w = _voxel_uncertainty(p, method, tta, sl)
         w[annotation[sl] > 0] = 0.0
-        uw = u * w
-        for a in axes:
-            others = tuple(b for b in range(len(spatial)) if b != a)
-            num, den = sums[a]
-            if a == 0:
-                num[sl] += uw.sum(axis=others, dtype=np.float64)
-                den[sl] += w.sum(axis=others, dtype=np.float64)
-            else:
-                num += uw.sum(axis=others, dtype=np.float64)
-                den += w.sum(axis=others, dtype=np.float64)
+        u *= w
+        for arr, j in ((u, 0), (w, 1)):
+            # sum over the last axis once; the first two axes' sums come from that
+            last = arr.sum(axis=-1, dtype=np.float64)
+            for a in axes:
+                if a == len(spatial) - 1:
+                    sums[a][j][:] += arr.sum(axis=tuple(range(arr.ndim - 1)), dtype=np.float64)
+                elif a == 0:
+                    rest = tuple(range(1, last.ndim))
+                    sums[a][j][sl] += last.sum(axis=rest) if rest else last
+                else:
+                    sums[a][j][:] += last.sum(axis=0)
     return sums
 
 
