@@ -371,12 +371,16 @@ def suggest_for(
         image: raw ``(C, *spatial)`` intensities (a single channel may omit C).
         annotation: ``(*spatial)`` annotation of that image.
         config: an InferConfig; default: the model's own.
-        cancel: a CancelToken, checked between forward passes.
+        cancel: a CancelToken, checked between forward passes (a cancelled prediction
+            raises :class:`~.events.Cancelled`, as :func:`~.inference.predict` does).
         quiet: no progress bar on stderr.
         top, axes, method, min_distance: as in :func:`suggest_slices`.
 
     Returns:
-        The suggestions, best first; empty when the prediction was cancelled.
+        The suggestions, best first.
+
+    Widgets: run it in a worker thread; for a model already predicted, call
+    :func:`suggest_slices` with the kept probabilities instead (no forward pass).
     """
     from .checkpoint import Checkpoint, load_checkpoint
     from .inference import predict
