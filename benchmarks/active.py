@@ -44,6 +44,10 @@ import numpy as np
 from benchmarks import _common as C
 
 STRATEGIES = ("entropy", "margin", "tta", "even", "random")
+#: torch threads (set by --threads). One by default: on a machine shared with other
+#: work, two OpenMP threads on two cores spin-wait for each other (measured: 17x slower
+#: steps at load average 15 on 2 cores).
+THREADS = [1]
 
 
 # --------------------------------------------------------------------------- data
@@ -137,6 +141,7 @@ def make_config(task: str, iterations: int, smoke: bool):
     cfg.model.depth = 2 if smoke else 3
     cfg.data.patch_size = (16, 32, 32)
     cfg.train.batch_size = 2
+    cfg.train.threads = THREADS[0]
     return cfg
 
 
@@ -365,7 +370,16 @@ def run(args) -> dict:
         "environment": env,
         "settings": {
             k: getattr(args, k)
-            for k in ("rounds", "add", "steps", "initial_steps", "seed", "strategies", "smoke")
+            for k in (
+                "rounds",
+                "add",
+                "steps",
+                "initial_steps",
+                "seed",
+                "strategies",
+                "smoke",
+                "threads",
+            )
         },
         "datasets": {},
     }
@@ -424,7 +438,7 @@ def main(argv=None) -> int:
     p = C.arg_parser("active", __doc__)
     p.add_argument("--datasets", default="sample,mni")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--add", type=int, default=3, help="slices added per round")
     p.add_argument("--steps", type=int, default=30, help="fine-tuning steps per round")
     p.add_argument("--initial-steps", type=int, default=100)
@@ -437,9 +451,14 @@ def main(argv=None) -> int:
         default=True,
         help="time the suggestions on 128x256x256 probabilities",
     )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--smoke", action="store_true", help="tiny volumes and steps (a test)")
     p.add_argument("--out")
     args = p.parse_args(argv)
+    THREADS[0] = args.threads
+    import torch
+
+    torch.set_num_threads(args.threads)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.smoke:
