@@ -7,6 +7,7 @@ Commands::
     unetseg train     --image IMG [--image IMG2] --labels SPARSE --out MODEL
     unetseg predict   --model MODEL --image IMG --out LABELS.nii.gz
     unetseg evaluate  --pred LABELS --truth GT [--instances] [--json OUT]
+    unetseg suggest   --model MODEL --image IMG --labels ANN [--top K] [--json OUT]
 
 The setting flags of ``train`` and ``predict`` are generated from the settings schema
 (:mod:`napari_unetseg.core.config`): defaults, then ``--config CFG.json``, then flags.
@@ -190,6 +191,7 @@ def cmd_predict(args) -> int:
         probabilities=args.probabilities,
         boundaries=args.boundaries,
         instances=args.instances,
+        uncertainty=args.uncertainty,
         settings=lambda cfg: apply_setting_flags(cfg, args),
         overwrite=args.overwrite,
         quiet=args.quiet,
@@ -203,7 +205,7 @@ def _predict_folder(args) -> int:
     from .core.checkpoint import load_checkpoint
     from .core.progress import drain
 
-    for flag in ("probabilities", "boundaries", "instances"):
+    for flag in ("probabilities", "boundaries", "instances", "uncertainty"):
         if getattr(args, flag) is not None:
             raise ValueError(
                 f"--{flag} names one file; with --input use --save-probabilities instead"
@@ -294,6 +296,35 @@ def cmd_evaluate(args) -> int:
 
 def _json_number(value: Any) -> Any:
     return float(value)
+
+
+def cmd_suggest(args) -> int:
+    from .core.io.atomic import write_text_atomic
+    from .core.outputs import check_outputs
+    from .core.suggest import suggest_from_files
+
+    check_outputs([args.json], [args.model, *args.image, args.labels], overwrite=args.overwrite)
+    found = suggest_from_files(
+        args.model,
+        args.image,
+        args.labels,
+        top=args.top,
+        axes=args.axes,
+        method=args.method,
+        min_distance=args.min_distance,
+        quiet=args.quiet,
+    )
+    if found:
+        print("rank  axis  slice  score   (array axes: 0 = Z for volumes)")
+    for rank, s in enumerate(found, 1):
+        print(f"{rank:4d}  {s.axis:4d}  {s.index:5d}  {s.score:.4f}  {s.reason}")
+    if not found:
+        print("no slice left to suggest: every slice along these axes is annotated")
+    if args.json:
+        text = json.dumps([s.to_dict() for s in found], indent=2)
+        write_text_atomic(args.json, text + "\n", overwrite=args.overwrite)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_export_dataset(args) -> int:
@@ -421,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--probabilities", help="also write class probabilities (C, ...)")
     q.add_argument("--boundaries", help="also write the boundary probability (instance task)")
     q.add_argument("--instances", help="also write watershed instances (instance task)")
+    q.add_argument(
+        "--uncertainty", help="also write the per-voxel uncertainty (normalised entropy, 0-1)"
+    )
     b = q.add_argument_group("large volumes (zarr inputs or outputs go blockwise)")
     b.add_argument("--workers", type=int, help="predict on a local dask cluster of N processes")
     b.add_argument("--scheduler", help="predict on the dask scheduler at this address")
@@ -454,6 +488,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write every figure as JSON")
     common(e)
     e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("suggest", help="rank the slices worth annotating next")
+    g.add_argument("--model", required=True, help="the current model (.safetensors)")
+    g.add_argument("--image", action="append", required=True, help="image file; repeat")
+    g.add_argument("--labels", required=True, help="the annotation so far (0 = not annotated)")
+    g.add_argument("--top", type=int, default=10, help="how many slices (default 10)")
+    g.add_argument("--axes", default="zyx", help="axes to suggest slices along (default zyx)")
+    g.add_argument(
+        "--method",
+        choices=("entropy", "margin", "tta", "diversity"),
+        default="entropy",
+        help="score: entropy (default), margin, tta (flip disagreement: 3 more "
+        "predictions) or diversity (spread only)",
+    )
+    g.add_argument(
+        "--min-distance",
+        type=int,
+        help="slices between two suggestions on one axis (default: axis size / 16, >= 2)",
+    )
+    g.add_argument("--json", help="write the list as JSON: [{axis, index, score, reason}]")
+    common(g)
+    g.set_defaults(func=cmd_suggest)
 
     x = sub.add_parser(
         "export-dataset", help="write images and sparse annotations as an nnU-Net dataset"

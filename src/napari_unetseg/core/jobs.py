@@ -156,9 +156,11 @@ def predict_to_files(
     settings: Callable[[Config], Config] | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    uncertainty: str | Path | None = None,
 ) -> list[Path]:
     """Predict image file(s) (one per channel) with a model file; write labels (and
-    optionally probabilities, boundaries, instances) in the source geometry.
+    optionally probabilities, boundaries, instances, the per-voxel uncertainty of
+    :func:`~.suggest.uncertainty_map`) in the source geometry.
 
     Args:
         settings: called with the model's stored config to change prediction settings
@@ -171,7 +173,7 @@ def predict_to_files(
     from .inference import predict
     from .io import read_channels, write_image, write_labels
 
-    outs = [out, probabilities, boundaries, instances]
+    outs = [out, probabilities, boundaries, instances, uncertainty]
     check_outputs(outs, [model, *images], overwrite=overwrite)
     ckpt = load_checkpoint(model)
     cfg = ckpt.config.copy()
@@ -182,14 +184,9 @@ def predict_to_files(
             f"boundaries and instances need a model trained for instances; {model} is {ckpt.task}"
         )
     image, meta = read_channels(images)
+    keep = probabilities is not None or uncertainty is not None
     pred = drain(
-        predict(
-            ckpt,
-            image,
-            cfg.infer,
-            spacing=meta.spacing,
-            keep_probabilities=probabilities is not None,
-        ),
+        predict(ckpt, image, cfg.infer, spacing=meta.spacing, keep_probabilities=keep),
         "predicting",
         quiet,
     ).result
@@ -200,4 +197,9 @@ def predict_to_files(
         written.append(write_image(pred.boundaries, meta, boundaries, overwrite=overwrite))
     if instances is not None:
         written.append(write_labels(pred.instances, meta, instances, overwrite=overwrite))
+    if uncertainty is not None:
+        from .suggest import uncertainty_map
+
+        u = uncertainty_map(pred.probabilities)
+        written.append(write_image(u, meta, uncertainty, overwrite=overwrite))
     return written
