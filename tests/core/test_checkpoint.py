@@ -224,3 +224,28 @@ def test_save_is_atomic_and_replaces(tmp_path, monkeypatch):
     monkeypatch.undo()
     save_checkpoint(ckpt, path)
     assert load_checkpoint(path).iterations == 99
+
+
+def test_settings_and_channel_names_are_stored_apart_from_the_plan(tmp_path):
+    import numpy as np
+
+    from napari_unetseg.core.cases import Case
+    from napari_unetseg.core.checkpoint import load_checkpoint, save_checkpoint
+    from napari_unetseg.core.config import Config
+    from napari_unetseg.core.sample import make_sample
+    from napari_unetseg.core.training import train
+
+    image, semantic, _ = make_sample(shape=(10, 24, 20), seed=1)
+    cfg = Config.from_dict({"train": {"iterations": 1, "batch_size": 1}})
+    cfg.model.base_width = None  # automatic
+    case = Case(
+        "c", np.stack([image, image]), semantic.astype(np.int64) + 1, channel_names=["T1", "FLAIR"]
+    )
+    ckpt = train(cases=[case], config=cfg)
+    path = save_checkpoint(ckpt, tmp_path / "m.safetensors")
+    again = load_checkpoint(path)
+    assert again.channel_names == ["T1", "FLAIR"]
+    assert again.settings is not None
+    assert again.settings.model.base_width is None  # the user's "automatic"
+    assert isinstance(again.config.model.base_width, int)  # the resolved plan
+    assert again.config.data.patch_size is not None

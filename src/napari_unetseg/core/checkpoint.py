@@ -71,6 +71,10 @@ class Checkpoint:
         iterations: optimisation steps done so far (resumed training continues from it).
         optimizer_state: ``torch.optim.Optimizer.state_dict()`` or ``None``.
         history: list of dicts (e.g. validation metrics per iteration).
+        settings: the settings as the user gave them (``None`` = automatic kept), apart
+            from ``config``, the resolved plan the network was built from.
+        channel_names: one name per input channel, in the order the network takes them
+            (e.g. "T1", "FLAIR"; file names when nothing better was known).
     """
 
     config: Config
@@ -83,6 +87,8 @@ class Checkpoint:
     iterations: int = 0
     optimizer_state: dict | None = None
     history: list[dict] = field(default_factory=list)
+    settings: Config | None = None
+    channel_names: list[str] = field(default_factory=list)
 
     @property
     def num_outputs(self) -> int:
@@ -98,9 +104,10 @@ class Checkpoint:
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as e:
+            first = str(e).strip().splitlines()[0][:160]
             raise CheckpointError(
-                f"the weights in this model file do not fit its own architecture ({e}); "
-                "the file is damaged or was edited"
+                f"the weights in this model file do not fit its own architecture ({first}); "
+                "the file is damaged or was edited: retrain it or load another model"
             ) from e
         return model.to(device).eval()
 
@@ -170,6 +177,8 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
         "iterations": int(ckpt.iterations),
         "history": ckpt.history,
         "optimizer": optimizer_desc,
+        "settings": ckpt.settings.to_dict() if ckpt.settings is not None else None,
+        "channel_names": list(ckpt.channel_names),
     }
     try:
         text = json.dumps(description, allow_nan=True)
@@ -262,4 +271,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         iterations=int(desc.get("iterations", 0)),
         optimizer_state=optimizer_state,
         history=list(desc.get("history", [])),
+        settings=_settings(desc.get("settings")),
+        channel_names=[str(n) for n in desc.get("channel_names", [])],
     )
+
+
+def _settings(d: Any) -> Config | None:
+    """The stored user settings, or None (older files, or settings this version cannot
+    read: they only document the run, the resolved config rebuilds the network)."""
+    if not isinstance(d, dict):
+        return None
+    try:
+        return Config.from_dict(d)
+    except ValueError:
+        return None

@@ -151,6 +151,12 @@ class Trainer(Monitoring):
         all_cases = as_cases(image, annotation, cases=cases, spacing=spacing)
         self.cancel = cancel if cancel is not None else CancelToken()
         cfg = config.copy().validate()
+        self.settings = config.copy()  # as given: "automatic" stays None
+        names = next((list(c.channel_names) for c in all_cases if c.channel_names), [])
+        if not names:
+            meta = getattr(all_cases[0], "meta", None)
+            names = list(getattr(meta, "channel_names", None) or [])
+        self.channel_names = names
         self.task = cfg.train.task
         self.info: list[Info] = []
         notes: list[Info] = []
@@ -437,6 +443,8 @@ class Trainer(Monitoring):
             iterations=self.iteration,
             optimizer_state=opt_copy,
             history=[dict(h) for h in self.history],
+            settings=self.settings.copy(),
+            channel_names=list(self.channel_names),
         )
 
     def close(self) -> None:
