@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="training steps per memory run")
     parser.add_argument("--step-repeats", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the tests")
+    parser.add_argument("--out", help="JSON file (default: results/dataset_memory.json)")
     args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.shape.lower().split("x"))
     patch, sample, step_steps = (32, 64, 64), (32, 96, 96), 25
@@ -178,7 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         1e-9, result["step_seconds_1_case"]
     )
     result["load_average"] = _common.load_average()
-    print(json.dumps(result))
+    result["environment"] = _common.environment()
+    result["smoke"] = bool(args.smoke)
+    out = args.out or str(
+        _common.RESULTS_DIR / f"dataset_memory{'_smoke' if args.smoke else ''}.json"
+    )
+    _common.write_json(result, out)
+    print(json.dumps({k: v for k, v in result.items() if k != "environment"}))
+    print(f"wrote {out}")
     return 0
 
 

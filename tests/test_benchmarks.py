@@ -125,3 +125,15 @@ def test_datasets_smoke_scores_unseen_cases_for_both_models(tmp_path):
         assert len(res[variant]["per_case"]) == 2
         for score in ("region WT", "region TC", "region ET"):
             assert 0.0 <= res[variant][score] <= 1.0
+
+
+def test_dataset_memory_smoke_measures_both_paths(tmp_path):
+    from benchmarks import dataset_memory
+
+    out = tmp_path / "dm.json"
+    assert dataset_memory.main(["--smoke", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for mode in ("memmap", "memory"):
+        assert data[mode]["peak_rss_bytes"] > 0
+    assert data["step_seconds_1_case"] > 0
+    assert data["step_seconds_3_cases"] > 0
