@@ -17,16 +17,18 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
 )
 
-from ._common import CLASSES_KEY, TASK_KEY, LayerCombo, notify_error, notify_info
+from ._common import CLASSES_KEY, TASK_KEY, notify_error, notify_info
+from ._dock import ScrollingDock
+from .pickers import LayerCombo, is_prediction, is_reference
 
 COLUMNS = ["class", "dice", "iou", "sensitivity", "specificity", "precision", "recall", "f1"]
+#: Short table headers (the full names are the header tooltips and the CSV header).
+HEADERS = ["class", "Dice", "IoU", "Sens", "Spec", "Prec", "Rec", "F1"]
 
 
-class EvaluateWidget(QWidget):
+class EvaluateWidget(ScrollingDock):
     """Dock widget: prediction vs reference -> Dice, IoU, sensitivity, specificity per
     class; precision, recall and F1 of matched objects for instance layers.
 
@@ -39,12 +41,17 @@ class EvaluateWidget(QWidget):
         self.viewer = napari_viewer
         self.rows: list[dict] = []
 
-        layout = QVBoxLayout(self)
+        layout = self.body
         form = QFormLayout()
-        self.pred_combo = LayerCombo(self.viewer, "labels")
+        self.pred_combo = LayerCombo(self.viewer, "labels", prefer=is_prediction)
         self.pred_combo.layer_changed.connect(self._pred_changed)
         form.addRow("Prediction", self.pred_combo)
-        self.ref_combo = LayerCombo(self.viewer, "labels")
+        self.ref_combo = LayerCombo(
+            self.viewer, "labels", prefer=is_reference, partner=self.pred_combo, hidden_ok=True
+        )
+        self.ref_combo.setToolTip("Dense ground truth (may be hidden, like the sample's truth)")
+        self.pred_combo.partner = self.ref_combo
+        self.ref_combo.refresh()
         form.addRow("Reference", self.ref_combo)
         self.instances_check = QCheckBox("layers hold object ids (instance metrics)")
         form.addRow(self.instances_check)
@@ -58,8 +65,14 @@ class EvaluateWidget(QWidget):
         self.compute_btn.clicked.connect(self._on_compute)
         layout.addWidget(self.compute_btn)
         self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.setHorizontalHeaderLabels(HEADERS)
+        for c, key in enumerate(COLUMNS):
+            self.table.horizontalHeaderItem(c).setToolTip(key)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        header.setMinimumSectionSize(30)
+        self.table.verticalHeader().hide()
         self.table.setMinimumHeight(140)
         layout.addWidget(self.table)
         row = QHBoxLayout()
@@ -88,11 +101,6 @@ class EvaluateWidget(QWidget):
             raise ValueError("choose two different layers to compare")
         pred = np.asarray(pred_layer.data)
         ref = np.asarray(ref_layer.data)
-        if pred.shape != ref.shape:
-            raise ValueError(
-                f"{pred_layer.name!r} has shape {pred.shape} but {ref_layer.name!r} has "
-                f"{ref.shape}; compare layers of the same volume"
-            )
         names = pred_layer.metadata.get(CLASSES_KEY) or ref_layer.metadata.get(CLASSES_KEY)
         report = evaluate(
             pred,
@@ -116,7 +124,9 @@ class EvaluateWidget(QWidget):
                     if value is None
                     else (value if isinstance(value, str) else f"{float(value):.4f}")
                 )
-                self.table.setItem(r, c, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                item.setToolTip(f"{key}: {text}")
+                self.table.setItem(r, c, item)
 
     def as_text(self, delimiter: str = "\t") -> str:
         """The table as delimited text with a header line."""
