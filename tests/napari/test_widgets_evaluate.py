@@ -23,7 +23,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_semantic_and_instance_tables(make_napari_viewer, qtbot, tmp_path):
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     _image, semantic, instances = make_sample(shape=(12, 30, 34), seed=5)
     pred = semantic.copy()
     pred[:6][pred[:6] == 2] = 0  # lose half of class 2
@@ -49,6 +49,11 @@ def test_semantic_and_instance_tables(make_napari_viewer, qtbot, tmp_path):
     assert rows["b"]["dice"] == pytest.approx(_dice(pred == 2, semantic == 2))
     assert rows["b"]["dice"] < 1.0
     assert rows["b"]["sensitivity"] == pytest.approx((pred == 2).sum() / (semantic == 2).sum())
+    # the table fits the dock: no sideways scrolling
+    viewer.window._qt_window.resize(1366, 768)
+    qtbot.wait(50)
+    assert widget.table.horizontalScrollBar().maximum() == 0
+    assert widget.table.horizontalHeaderItem(1).toolTip() == "dice"
     dice_col = COLUMNS.index("dice")
     assert float(widget.table.item(1, dice_col).text()) == pytest.approx(
         rows["b"]["dice"], abs=1e-4

@@ -111,6 +111,9 @@ def test_train_plot_preview_save_load_continue(setup, qtbot, tmp_path, monkeypat
     # banner: what the trainer reported (device and plan)
     assert widget.messages
     assert "cpu" in widget.banner.text().lower()
+    # the precision is explained in plain words (bfloat16 or not, and what it means)
+    assert "bfloat16" in widget.messages[0]
+    assert "precision" in widget.messages[0]
     # validation readout and plot
     assert widget.validation
     last = widget.validation[-1]

@@ -49,6 +49,9 @@ class ScrollingDock(QWidget):
         self.header.setStyleSheet("QLabel { padding: 3px; }")
         self.body.addWidget(self.header)
         self.setMinimumWidth(120)
+        from ..reader import prefer_this_reader
+
+        prefer_this_reader()
 
     def set_next_step(self, text: str) -> None:
         """Show what the user should do next (empty: hide the line)."""

@@ -149,6 +149,7 @@ class AnnotateWidget(ScrollingDock):
         self.viewer.layers.events.removed.connect(self._update_next_step)
         self._watch_layer(self.annotation_combo.value)
         self._update_keys_label()
+        self._update_next_step()
 
     # ------------------------------------------------------------------ classes
 
@@ -249,7 +250,7 @@ class AnnotateWidget(ScrollingDock):
         )
         layer.selected_label = 2
         layer.mode = "paint"
-        self.annotation_combo.set_value(layer)
+        self.annotation_combo.set_value(layer, chosen=False)
         return layer
 
     def use_as_annotation(self, layer) -> None:
@@ -356,6 +357,7 @@ class AnnotateWidget(ScrollingDock):
                     self._append_class(n)
                 self.class_list.blockSignals(False)
         self._update_keys_label()
+        self._update_next_step()
         self._summary_timer.start()
 
     def _key_handler(self, k: int):

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 
 from ._common import CLASSES_KEY, TASK_KEY, notify_error, notify_info
 from ._dock import ScrollingDock
-from .pickers import LayerCombo, is_prediction, is_reference
+from .pickers import LayerCombo, is_prediction, is_reference, task_of
 
 COLUMNS = ["class", "dice", "iou", "sensitivity", "specificity", "precision", "recall", "f1"]
 #: Short table headers (the full names are the header tooltips and the CSV header).
@@ -47,11 +47,16 @@ class EvaluateWidget(ScrollingDock):
         self.pred_combo.layer_changed.connect(self._pred_changed)
         form.addRow("Prediction", self.pred_combo)
         self.ref_combo = LayerCombo(
-            self.viewer, "labels", prefer=is_reference, partner=self.pred_combo, hidden_ok=True
+            self.viewer,
+            "labels",
+            prefer=self._suits_reference,
+            partner=self.pred_combo,
+            hidden_ok=True,
         )
         self.ref_combo.setToolTip("Dense ground truth (may be hidden, like the sample's truth)")
         self.pred_combo.partner = self.ref_combo
-        self.ref_combo.refresh()
+        self.ref_combo.repick()
+        self.pred_combo.layer_changed.connect(self.ref_combo.repick)
         form.addRow("Reference", self.ref_combo)
         self.instances_check = QCheckBox("layers hold object ids (instance metrics)")
         form.addRow(self.instances_check)
@@ -85,10 +90,31 @@ class EvaluateWidget(ScrollingDock):
         layout.addLayout(row)
         layout.addStretch(1)
         self._pred_changed(self.pred_combo.value)
+        self.ref_combo.layer_changed.connect(self._update_next_step)
+        self._update_next_step()
+
+    def _suits_reference(self, layer) -> bool:
+        """Ground truth of the prediction's kind (classes or objects)."""
+        return is_reference(layer) and task_of(layer) == task_of(self.pred_combo.value)
 
     def _pred_changed(self, layer) -> None:
         if layer is not None:
             self.instances_check.setChecked(layer.metadata.get(TASK_KEY) == "instances")
+        self._update_next_step()
+
+    def _update_next_step(self, *_) -> None:
+        try:
+            if self.pred_combo.value is None:
+                text = "predict an image in the Predict widget, then Compute"
+            elif self.ref_combo.value is None:
+                text = "open or choose the reference (ground truth) labels"
+            elif not self.rows:
+                text = "press Compute"
+            else:
+                text = "Copy the table or Save CSV"
+            self.set_next_step(text)
+        except (RuntimeError, AttributeError):  # deleted, or not built yet
+            pass
 
     def compute(self) -> list[dict]:
         """Fill the table; returns one dict per row (keys = :data:`COLUMNS`)."""
@@ -112,6 +138,7 @@ class EvaluateWidget(ScrollingDock):
         rows = report_rows(report)
         self.rows = rows
         self._fill_table(rows)
+        self._update_next_step()
         return rows
 
     def _fill_table(self, rows: list[dict]) -> None:

@@ -19,13 +19,20 @@ from typing import Any
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem
 
-from ._common import DERIVED_ROLES, ROLE_KEY, layer_type_name
+from ._common import DERIVED_ROLES, ROLE_KEY, TASK_KEY, layer_type_name
 
 Predicate = Callable[[Any], bool]
 
 
 def role(layer: Any) -> str | None:
     return layer.metadata.get(ROLE_KEY) if hasattr(layer, "metadata") else None
+
+
+def task_of(layer: Any) -> str:
+    """ "instances" for layers of object ids, else "semantic"."""
+    if layer is None or not hasattr(layer, "metadata"):
+        return "semantic"
+    return "instances" if layer.metadata.get(TASK_KEY) == "instances" else "semantic"
 
 
 def is_annotation(layer: Any) -> bool:
@@ -52,7 +59,8 @@ def prefer_layer(
     """The best default among ``candidates`` (viewer order), or None.
 
     Ranked by: not ``avoid``; visible (unless ``hidden_ok``); ``prefer``; the most
-    recently added (top of the layer list).
+    recently added (top of the layer list). None when only ``avoid`` or hidden layers
+    (``hidden_ok=False``) are left.
     """
     best, best_score = None, None
     for order, layer in enumerate(candidates):
@@ -64,6 +72,8 @@ def prefer_layer(
         )
         if best_score is None or score > best_score:
             best, best_score = layer, score
+    if best_score is not None and not (best_score[0] and best_score[1]):
+        return None  # only hidden layers, or only the partner's layer, are left
     return best
 
 
@@ -156,12 +166,28 @@ class LayerCombo(QComboBox):
             idx = self.findText(current) if current else -1
             if idx < 0:
                 default = self.default_layer()
-                idx = self.findText(default.name) if default is not None else 0
-            self.setCurrentIndex(max(idx, 0))
+                if default is not None:
+                    idx = self.findText(default.name)
+                elif self._none_text is not None:
+                    idx = 0
+            self.setCurrentIndex(idx)
         finally:
             self.blockSignals(False)
         if self.currentText() != current:
             self.layer_changed.emit(self.value)
+
+    def repick(self, *_) -> None:
+        """Choose the default again, unless the user picked a layer by hand."""
+        try:
+            if self._user_chose:
+                return
+            default = self.default_layer()
+            if default is None:
+                self.setCurrentIndex(0 if self._none_text is not None else -1)
+            else:
+                self.set_value(default, chosen=False)
+        except RuntimeError:
+            self._detach()
 
     def _suits(self, layer) -> bool:
         if layer is None or layer_type_name(layer).lower() != self._kind:
@@ -178,7 +204,7 @@ class LayerCombo(QComboBox):
         layer = getattr(event, "value", None)
         try:
             if not self._default_none and self._suits(layer):
-                self.set_value(layer)
+                self.set_value(layer, chosen=False)
         except RuntimeError:
             self._detach()
 
@@ -186,7 +212,7 @@ class LayerCombo(QComboBox):
         layer = self._viewer.layers.selection.active
         try:
             if not self._user_chose and not self._default_none and self._suits(layer):
-                self.set_value(layer)
+                self.set_value(layer, chosen=False)
         except RuntimeError:
             self._detach()
 
@@ -205,11 +231,14 @@ class LayerCombo(QComboBox):
             return None
         return self._viewer.layers[name]
 
-    def set_value(self, layer_or_name) -> None:
+    def set_value(self, layer_or_name, chosen: bool = True) -> None:
+        """Choose a layer (by layer or name). ``chosen``: an explicit choice, which
+        the default rules then no longer change."""
         name = getattr(layer_or_name, "name", layer_or_name)
         idx = self.findText(str(name))
         if idx < 0:
             raise ValueError(f"no {self._kind} layer named {name!r}")
+        self._user_chose = self._user_chose or chosen
         self.setCurrentIndex(idx)
 
 

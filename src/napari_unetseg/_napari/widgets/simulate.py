@@ -16,7 +16,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._common import CLASSES_KEY, ROLE_KEY, TASK_KEY, annotation_colormap, geometry_kwargs
-from .pickers import LayerCombo, is_reference
+from .pickers import LayerCombo, is_reference, task_of
 
 
 class SimulateBox(QGroupBox):
@@ -28,7 +28,8 @@ class SimulateBox(QGroupBox):
         self.viewer = viewer
         self.owner = owner
         form = QFormLayout(self)
-        self.truth_combo = LayerCombo(viewer, "labels", prefer=is_reference, hidden_ok=True)
+        self.instances_check = QCheckBox("reference holds object ids (instances)")
+        self.truth_combo = LayerCombo(viewer, "labels", prefer=self._suits_truth, hidden_ok=True)
         self.truth_combo.setToolTip("A dense reference, e.g. the sample's (hidden) ground truth")
         form.addRow("Dense labels", self.truth_combo)
         self.fraction_spin = QDoubleSpinBox()
@@ -49,11 +50,15 @@ class SimulateBox(QGroupBox):
         self.seed_spin.setRange(0, 2**31 - 1)
         self.seed_spin.setToolTip("Random seed of the slice choice")
         form.addRow("Seed", self.seed_spin)
-        self.instances_check = QCheckBox("reference holds object ids (instances)")
         form.addRow(self.instances_check)
+        self.instances_check.toggled.connect(self.truth_combo.repick)
         self.simulate_btn = QPushButton("Simulate sparse annotation")
         self.simulate_btn.clicked.connect(lambda: owner._run(self.simulate))
         form.addRow(self.simulate_btn)
+
+    def _suits_truth(self, layer) -> bool:
+        wanted = "instances" if self.instances_check.isChecked() else "semantic"
+        return is_reference(layer) and task_of(layer) == wanted
 
     def simulate(self, truth=None):
         """Sparse annotation layer from a dense labels layer (core ``sparsify``)."""
@@ -97,5 +102,5 @@ class SimulateBox(QGroupBox):
             colormap=annotation_colormap(max(max_value, len(names) + 1), instances),
             **kwargs,
         )
-        owner.annotation_combo.set_value(layer)
+        owner.annotation_combo.set_value(layer, chosen=False)
         return layer

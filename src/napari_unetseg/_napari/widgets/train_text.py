@@ -13,11 +13,12 @@ def _hex(rgba) -> str:
 
 #: What the training precision means, in plain words (the banner's first line).
 PRECISION_NOTES = {
-    "float32": "full 32-bit precision: this device has no fast 16-bit arithmetic "
-    "(bfloat16), so nothing is rounded and results are exact",
-    "bfloat16": "bfloat16: numbers are rounded to 16 bits where that is safe, which this "
-    "device computes natively: faster, half the memory, same accuracy in practice",
-    "float16": "float16: 16-bit numbers with loss scaling, faster on this GPU",
+    "float32": "float32 = full 32-bit precision: this device has no fast 16-bit "
+    "(bfloat16) arithmetic, so numbers are not rounded; no speed-up from it",
+    "bfloat16": "bfloat16 = 16-bit precision where it is safe: this device computes it "
+    "natively, so training runs faster in half the memory with practically the same "
+    "accuracy",
+    "float16": "float16 = 16-bit precision with loss scaling: faster on this GPU",
 }
 
 
