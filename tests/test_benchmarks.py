@@ -111,3 +111,17 @@ def test_time_to_dice_smoke(tmp_path):
     assert ttd["curve"], "no evaluation was made during training"
     assert all(0.0 <= c["dice"] <= 1.0 for c in ttd["curve"])
     assert isinstance(data["goals"]["fraction_goal_met"], bool)
+
+
+def test_datasets_smoke_scores_unseen_cases_for_both_models(tmp_path):
+    from benchmarks import datasets
+
+    out = tmp_path / "datasets.json"
+    assert datasets.main(["--smoke", "--datasets", "brats", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    (res,) = data["results"]
+    assert set(res["multi"]) >= {"region WT", "region TC", "region ET", "train_seconds"}
+    for variant in ("multi", "one"):
+        assert len(res[variant]["per_case"]) == 2
+        for score in ("region WT", "region TC", "region ET"):
+            assert 0.0 <= res[variant][score] <= 1.0

@@ -14,12 +14,9 @@ from napari_unetseg.cli import main
 from napari_unetseg.core.io import VolumeMeta, write_labels
 from napari_unetseg.core.postprocess import instance_labels
 from napari_unetseg.core.sample import make_sample
+from unetseg_testing import tiny_settings
 
-TINY = {
-    "model": {"base_width": 4, "depth": 2},
-    "data": {"patch_size": [8, 16, 16], "validation_fraction": 0.0},
-    "train": {"iterations": 3, "batch_size": 1, "validate_every": 2},
-}
+TINY = tiny_settings(train={"iterations": 3})
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +120,19 @@ def test_sparsify_train_predict_evaluate_round_trip(volume, tmp_path, capsys):
     assert np.asarray(p.dataobj).any(), "without --min-size something is foreground"
     assert main([*args, "--out", str(tmp_path / "x.nii.gz"), "--min-size", "-3"]) == 1
     assert "min_size" in capsys.readouterr().err
+
+    # --threshold reaches the semantic labels: they equal the core rule applied to the
+    # written probabilities
+    from napari_unetseg.core.postprocess import semantic_labels
+
+    strict = tmp_path / "strict.nii.gz"
+    assert main([*args, "--out", str(strict), "--threshold", "0.5", "--quiet"]) == 0
+    p_kzyx = np.stack([prob[..., k].T for k in range(prob.shape[3])])
+    expected = semantic_labels(p_kzyx.astype(np.float32), threshold=0.5)
+    got = np.asarray(nib.load(strict).dataobj).T
+    assert np.mean(got == expected) > 0.999
+    assert main([*args, "--out", str(tmp_path / "y.nii.gz"), "--threshold", "1.5"]) == 1
+    assert "infer.threshold" in capsys.readouterr().err
 
     capsys.readouterr()
     out_json = tmp_path / "m.json"

@@ -39,6 +39,11 @@ _API = {
     "save_model": "core.checkpoint",
     "evaluate": "core.evaluation",
     "evaluate_cases": "core.evaluation",
+    "read_nnunet_dataset": "core.dataset",
+    "write_nnunet_dataset": "core.dataset",
+    "predict_folder": "core.batch",
+    "evaluate_folders": "core.batch",
+    "run_to_completion": "core.events",
 }
 _RENAMED = {"save_model": "save_checkpoint"}
 

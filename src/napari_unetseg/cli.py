@@ -101,9 +101,24 @@ def cmd_sparsify(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .core.jobs import train_to_file
+    from .core.jobs import train_dataset_to_file, train_to_file
 
     cfg = _config(args)
+    if args.dataset is not None:
+        if args.image or args.labels:
+            raise ValueError("give --dataset DIR or --image/--labels, not both")
+        path, message = train_dataset_to_file(
+            out=args.out,
+            dataset=args.dataset,
+            config=cfg,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+        )
+        print(message)
+        return 0 if path is not None else EXIT_INTERRUPTED
+    if not args.image or not args.labels:
+        raise ValueError("give --image and --labels (one scan), or --dataset DIR (many)")
     path, message = train_to_file(
         out=args.out,
         images=args.image,
@@ -118,6 +133,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    if (args.image is None) == (args.input is None):
+        raise ValueError("give --image (one scan, repeat for channels) or --input DIR (a folder)")
+    if args.input is not None:
+        return _predict_folder(args)
     from .core.jobs import predict_to_files
 
     written = predict_to_files(
@@ -135,31 +154,135 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _predict_folder(args) -> int:
+    from .core.batch import predict_folder
+    from .core.checkpoint import load_checkpoint
+    from .core.progress import drain
+
+    for flag in ("probabilities", "boundaries", "instances"):
+        if getattr(args, flag) is not None:
+            raise ValueError(
+                f"--{flag} names one file; with --input use --save-probabilities instead"
+            )
+    ckpt = load_checkpoint(args.model)
+    cfg = apply_setting_flags(ckpt.config.copy(), args)
+    done = drain(
+        predict_folder(
+            ckpt,
+            args.input,
+            args.out,
+            config=cfg.infer,
+            overwrite=args.overwrite,
+            probabilities=args.save_probabilities,
+        ),
+        "cases",
+        args.quiet,
+    )
+    result = done.result
+    print(result.summary())
+    return EXIT_ERROR if result.failed else 0
+
+
 def cmd_evaluate(args) -> int:
+    from .core.dataset import parse_regions, read_nnunet_dataset, regions_from_info
     from .core.evaluation import evaluate, format_rows, report_rows
     from .core.io import read_labels
     from .core.outputs import check_outputs
 
-    if args.json:
-        check_outputs([args.json], [args.pred, args.truth], overwrite=args.overwrite)
-    pred, _ = read_labels(args.pred)
-    truth, meta = read_labels(args.truth)
-    report = evaluate(
-        pred,
-        truth,
+    check_outputs([args.json, args.csv], [args.pred, args.truth], overwrite=args.overwrite)
+    regions, class_names = None, None
+    if args.dataset_json:
+        info, _ = read_nnunet_dataset(Path(args.dataset_json).parent, load=False)
+        regions, class_names = regions_from_info(info) or None, info.class_names
+    if args.regions:
+        regions = parse_regions(args.regions)
+    options = dict(
         instances=args.instances,
         iou_threshold=args.iou_threshold,
-        spacing=meta.spacing,
+        regions=regions,
+        class_names=class_names,
+        hd95=args.hd95,
     )
-    print(format_rows(report_rows(report)), end="")
-    if args.json:
-        from .core.io.atomic import write_text_atomic
+    failed: dict = {}
+    if Path(args.pred).is_dir() or Path(args.truth).is_dir():
+        from .core.batch import evaluate_folders
+        from .core.progress import drain
 
-        full = {"prediction": str(args.pred), "reference": str(args.truth), **report}
+        done = drain(evaluate_folders(args.pred, args.truth, **options), "cases", args.quiet)
+        rows, summary, reports = done.result
+        failed = done.extra.get("failed", {})
+        print(format_rows(summary), end="")
+    else:
+        from .core.jobs import check_same_geometry
+
+        pred, pred_meta = read_labels(args.pred)
+        truth, meta = read_labels(args.truth)
+        check_same_geometry(meta, pred_meta, args.pred, "the reference")
+        report = evaluate(pred, truth, spacing=meta.spacing, **options)
+        rows, summary, reports = report_rows(report), [], {"case": report}
+        print(format_rows(rows), end="")
+    from .core.io.atomic import write_text_atomic
+
+    if args.csv:
         write_text_atomic(
-            args.json, json.dumps(full, indent=2, default=float), overwrite=args.overwrite
+            args.csv, format_rows(rows + summary, delimiter=","), overwrite=args.overwrite
+        )
+        print(f"wrote {args.csv}")
+    if args.json:
+        full = {
+            "prediction": str(args.pred),
+            "reference": str(args.truth),
+            "cases": reports,
+            "summary": summary,
+            "failed": failed,
+        }
+        if len(reports) == 1 and not Path(args.pred).is_dir():
+            full.update(next(iter(reports.values())))
+        write_text_atomic(
+            args.json, json.dumps(full, indent=2, default=_json_number), overwrite=args.overwrite
         )
         print(f"wrote {args.json}")
+    if failed:
+        print(f"{len(failed)} case(s) could not be scored", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def _json_number(value: Any) -> Any:
+    return float(value)
+
+
+def cmd_export_dataset(args) -> int:
+    from .core.cases import Case
+    from .core.dataset_files import write_nnunet_dataset
+    from .core.io import read_channels, read_labels
+    from .core.jobs import check_same_geometry
+    from .core.outputs import check_outputs
+
+    if len(args.image) != len(args.labels):
+        raise ValueError(
+            f"give one --labels per --image ({len(args.image)} images, {len(args.labels)} "
+            "annotations)"
+        )
+    inputs = [p for spec in args.image for p in spec.split(",")] + list(args.labels)
+    check_outputs([], inputs, folders=[args.out])
+    cases = []
+    for k, (spec, lab) in enumerate(zip(args.image, args.labels)):
+        paths = spec.split(",")
+        image, meta = read_channels(paths)
+        annotation, ann_meta = read_labels(lab)
+        check_same_geometry(meta, ann_meta, lab)
+        name = args.prefix + f"_{k:03d}"
+        cases.append(Case(name, image, annotation, spacing=meta.spacing, meta=meta))
+    channel_names = args.channel_names or list(cases[0].meta.channel_names)
+    path = write_nnunet_dataset(
+        args.out,
+        cases,
+        channel_names=channel_names,
+        class_names=args.class_names,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {len(cases)} case(s) as an nnU-Net dataset: {path}")
     return 0
 
 
@@ -218,15 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from sparse annotations")
     t.add_argument(
-        "--image",
-        action="append",
-        required=True,
-        help="image file; repeat for more channels (e.g. MRI sequences)",
+        "--image", action="append", help="image file; repeat for more channels (e.g. MRI)"
     )
     t.add_argument(
-        "--labels",
-        required=True,
-        help="annotation volume: 0 unannotated, 1 background, 2.. classes/objects",
+        "--labels", help="annotation volume: 0 unannotated, 1 background, 2.. classes/objects"
+    )
+    t.add_argument(
+        "--dataset",
+        help="an nnU-Net raw dataset folder (dataset.json, imagesTr, labelsTr; the ignore "
+        "label marks unannotated voxels): one model from all its cases",
     )
     t.add_argument("--out", required=True, help="model file to write (.safetensors)")
     t.add_argument("--config", help="JSON file with settings (flags override it)")
@@ -237,8 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("predict", help="segment a volume with a trained model")
     q.add_argument("--model", required=True)
-    q.add_argument("--image", action="append", required=True, help="repeat for channels")
-    q.add_argument("--out", required=True, help="semantic labels (NIfTI or TIFF)")
+    q.add_argument("--image", action="append", help="image file; repeat for channels")
+    q.add_argument(
+        "--input", help="a folder of scans (channels as CASE_0000, CASE_0001, ...): batch mode"
+    )
+    q.add_argument(
+        "--out",
+        required=True,
+        help="labels file (any supported format), or the output folder with --input",
+    )
+    q.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="with --input: also write CASE_probabilities files",
+    )
     q.add_argument("--probabilities", help="also write class probabilities (C, ...)")
     q.add_argument("--boundaries", help="also write the boundary probability (instance task)")
     q.add_argument("--instances", help="also write watershed instances (instance task)")
@@ -247,13 +382,43 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="compare a prediction with a reference")
-    e.add_argument("--pred", required=True)
-    e.add_argument("--truth", required=True)
+    e.add_argument("--pred", required=True, help="predicted labels: a file or a folder")
+    e.add_argument("--truth", required=True, help="reference labels: a file or a folder")
     e.add_argument("--instances", action="store_true", help="match objects (instance F1)")
     e.add_argument("--iou-threshold", type=float, default=0.5)
-    e.add_argument("--json", help="write the metrics as JSON")
+    e.add_argument("--regions", help='score unions of labels, e.g. "WT=1,2,3;TC=1,3;ET=3" (BraTS)')
+    e.add_argument(
+        "--dataset-json", help="take class names and regions from an nnU-Net dataset.json"
+    )
+    e.add_argument(
+        "--hd95",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="95th-percentile Hausdorff distance in the scans' units (default: on)",
+    )
+    e.add_argument("--csv", help="write one row per case and class, then mean and std")
+    e.add_argument("--json", help="write every figure as JSON")
     common(e)
     e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser(
+        "export-dataset", help="write images and sparse annotations as an nnU-Net dataset"
+    )
+    x.add_argument(
+        "--image",
+        action="append",
+        required=True,
+        help="one case's image file(s), channels separated by commas; repeat per case",
+    )
+    x.add_argument(
+        "--labels", action="append", required=True, help="that case's annotation; repeat"
+    )
+    x.add_argument("--out", required=True, help="dataset folder (e.g. Dataset001_Mine)")
+    x.add_argument("--class-names", nargs="+", required=True, help="foreground classes")
+    x.add_argument("--channel-names", nargs="+", help="e.g. T1 FLAIR (default: file names)")
+    x.add_argument("--prefix", default="case", help="case identifiers: PREFIX_000, ...")
+    common(x)
+    x.set_defaults(func=cmd_export_dataset)
     return p
 
 
@@ -280,6 +445,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         ("napari_unetseg.core.io", "VolumeIOError"),
         ("napari_unetseg.core.checkpoint", "CheckpointError"),
         ("napari_unetseg.core.outputs", "OutputError"),
+        ("napari_unetseg.core.dataset", "DatasetError"),
     ):
         module = sys.modules.get(mod)
         if module is not None and hasattr(module, name):

@@ -96,3 +96,23 @@ def test_small_shapes_still_hold_both_classes(shape):
 def test_bad_shape_is_refused():
     with pytest.raises(ValueError, match="shape"):
         make_sample((10, 10))
+
+
+def test_brats_like_case_has_nested_regions_and_distinct_contrasts():
+    from napari_unetseg.core.sample import make_brats_like
+
+    image, labels = make_brats_like(shape=(24, 32, 32), seed=3)
+    assert image.shape == (4, 24, 32, 32)
+    assert image.dtype == np.float32
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    # necrosis (1) lies inside the enhancing rim (3): dilating the core stays in the tumour
+    from scipy import ndimage as ndi
+
+    core = ndi.binary_dilation(labels == 1)
+    assert np.all(labels[core] > 0)
+    # each region differs from oedema in some channel by more than the noise
+    means = {k: image[:, labels == k].mean(axis=1) for k in (1, 2, 3)}
+    for k in (1, 3):
+        assert np.abs(means[k] - means[2]).max() > 0.2
+    again, _ = make_brats_like(shape=(24, 32, 32), seed=3)
+    np.testing.assert_array_equal(image, again)

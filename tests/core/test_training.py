@@ -297,3 +297,32 @@ def test_compiled_training_step_matches_the_eager_one(sample, annotation):
     np.testing.assert_allclose(losses, eager, rtol=1e-3)
     # the checkpoint holds the plain module's weights, without the compiler's prefix
     assert set(ckpt.state_dict) == set(ref.state_dict)
+
+
+@pytest.mark.slow
+def test_learns_across_cases():
+    """Trained on two sparsely annotated volumes, the network segments a third, unseen one."""
+    from napari_unetseg.core.cases import Case
+    from napari_unetseg.core.inference import predict_volume
+    from napari_unetseg.core.metrics import semantic_metrics
+
+    volumes = [make_sample(shape=(32, 64, 64), seed=seed)[:2] for seed in (11, 12, 13)]
+    cases = [
+        Case(name=f"s{i}", image=image[None], annotation=sparsify(truth, fraction=0.1, seed=i))
+        for i, (image, truth) in enumerate(volumes[:2])
+    ]
+    cfg = Config()
+    cfg.model.base_width = 8
+    cfg.model.depth = 3
+    cfg.data.patch_size = (16, 48, 48)
+    cfg.data.validation_fraction = 0.0
+    cfg.train.iterations = 150
+    cfg.train.batch_size = 2
+    cfg.train.device = "cpu"
+    ckpt = run_to_completion(Trainer(config=cfg, cases=cases).run()).result
+    image, truth = volumes[2]
+    pred = predict_volume(ckpt, image[None])
+    res = semantic_metrics(pred.labels, truth)
+    dice = [r["dice"] for r in res.values()]
+    assert len(dice) == 2
+    assert np.mean(dice) > 0.7, res

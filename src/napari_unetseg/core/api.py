@@ -27,6 +27,7 @@ def predict(
     image: np.ndarray,
     config: Any = None,
     *,
+    spacing: Any = None,
     keep_probabilities: bool = True,
     progress: bool = False,
 ) -> Any:
@@ -37,6 +38,8 @@ def predict(
         image: raw ``(C, Z, Y, X)`` / ``(C, Y, X)`` intensities (a single channel may
             omit C), the channels the model was trained on, in its order.
         config: an ``InferConfig`` (or a full ``Config``); default: the model's own.
+        spacing: the image's voxel spacing (array order), for models trained at a
+            target spacing; the result is always in the image's own grid.
         keep_probabilities: also return the ``(K, *spatial)`` probabilities.
         progress: draw a progress bar on stderr.
 
@@ -50,7 +53,9 @@ def predict(
 
     ckpt = model if isinstance(model, Checkpoint) else load_model(model)
     infer = config.infer if isinstance(config, Config) else config
-    events = predict_events(ckpt, image, infer, keep_probabilities=keep_probabilities)
+    events = predict_events(
+        ckpt, image, infer, spacing=spacing, keep_probabilities=keep_probabilities
+    )
     if progress:
         return drain(events, "predicting").result
     return run_to_completion(events).result

@@ -115,6 +115,34 @@ class DataConfig(_Section):
         high=1.0,
         high_open=True,
     )
+    validation_cases: list[str] | None = setting(
+        None,
+        "names of the cases held out for validation when 3 or more cases are annotated; "
+        "empty = about validation_fraction of the cases (at least 1), chosen with the seed",
+    )
+    target_spacing: tuple[float, ...] | None = setting(
+        None,
+        "voxel spacing (array order) the cases are resampled to for training; empty = the "
+        "median spacing when the cases' spacings differ by more than 10 %, else each case "
+        "keeps its own grid",
+        low=1e-6,
+    )
+    cache_dir: str | None = setting(
+        None,
+        "folder for the normalised images, read back memory-mapped; empty = a temporary "
+        "folder, used only when the data would fill more than a quarter of the memory",
+        gui=False,
+    )
+    slice_axis: int = setting(
+        0, "axis of volumes along which a 2D network takes its slices (0 = Z)", choices=(0, 1, 2)
+    )
+    image_dims: int | None = setting(
+        None,
+        "spatial axes of the training images (set by training)",
+        choices=(2, 3),
+        cli=False,
+        gui=False,
+    )
 
 
 @dataclass
@@ -133,7 +161,11 @@ class ModelConfig(_Section):
         return self
 
     spatial_dims: int = setting(
-        3, "2D or 3D network (set from the data when training)", choices=(2, 3), cli=False
+        3,
+        "network for volumes: 3 = a 3D U-Net, 2 = a 2D U-Net on the slices along "
+        "data.slice_axis (2D images and one-slice volumes always get a 2D network)",
+        choices=(2, 3),
+        flag="--dims",
     )
     in_channels: int = setting(
         1, "image channels (set from the data)", low=1, cli=False, gui=False

@@ -16,6 +16,7 @@ import numpy as np
 
 from .annotations import IGNORE_INDEX, annotated_slices
 from .config import NORMALIZATIONS, DataConfig
+from .sampling import DatasetSampler
 
 MODES = ("zscore", "ct", "percentile", "none")
 
@@ -51,12 +52,28 @@ def _subsample(channel: np.ndarray) -> np.ndarray:
     return flat[::step]
 
 
+def _zscore_stats(sample: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of a float64 sample; when at least half of it is
+    exactly 0 (skull-stripped MRI, masked volumes), of its non-zero values only."""
+    nonzero = sample[sample != 0]
+    if nonzero.size >= 2 and nonzero.size <= sample.size / 2:
+        sample = nonzero
+    std = float(sample.std())
+    return float(sample.mean()), (std if std > 1e-8 else 1.0)
+
+
 @dataclass
 class Normalizer:
     """Per-channel intensity normalisation: optional clip, then ``(x - offset) / scale``.
 
     ``mode`` records how the numbers were found ("zscore", "ct", "percentile" or "none");
     ``apply`` only uses the numbers, so a stored Normalizer reproduces training exactly.
+
+    With ``per_image`` (z-score per case, as nnU-Net does for MRI-like data) ``apply``
+    computes the mean and standard deviation of each image it is given (see
+    :meth:`for_image`); ``offsets``/``scales`` then only record the training cases'
+    average. Give such a Normalizer whole images, not windows: call :meth:`for_image`
+    on the whole image and apply the result to its windows.
     """
 
     mode: str
@@ -64,6 +81,7 @@ class Normalizer:
     scales: list[float]
     clip_low: list[float] | None = None
     clip_high: list[float] | None = None
+    per_image: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -87,14 +105,35 @@ class Normalizer:
     def channels(self) -> int:
         return len(self.offsets)
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """Normalise ``image`` (C, *spatial) -> float32 (C, *spatial) (a new array)."""
+    def _check_channels(self, image: np.ndarray) -> np.ndarray:
         image = _check_image(image)
         if image.shape[0] != self.channels:
             raise ValueError(
                 f"the image has {image.shape[0]} channel(s) but the normaliser (and the model "
                 f"trained with it) expects {self.channels}"
             )
+        return image
+
+    def for_image(self, image: np.ndarray) -> Normalizer:
+        """The fixed Normalizer for ``image`` (C, *spatial): itself, or with ``per_image``
+        one with this image's own z-score statistics (the non-zero rule of
+        :func:`fit_normalizer` included)."""
+        if not self.per_image:
+            return self
+        image = self._check_channels(image)
+        _check_finite(image)
+        offsets, scales = [], []
+        for c in range(self.channels):
+            mean, std = _zscore_stats(_subsample(image[c]).astype(np.float64))
+            offsets.append(mean)
+            scales.append(std)
+        return Normalizer(self.mode, offsets, scales, self.clip_low, self.clip_high)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Normalise ``image`` (C, *spatial) -> float32 (C, *spatial) (a new array)."""
+        image = self._check_channels(image)
+        if self.per_image:
+            return self.for_image(image).apply(image)
         _check_finite(image)
         out = image.astype(np.float32, copy=True)
         for c in range(self.channels):
@@ -108,17 +147,22 @@ class Normalizer:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "mode": self.mode,
             "offsets": list(self.offsets),
             "scales": list(self.scales),
             "clip_low": None if self.clip_low is None else list(self.clip_low),
             "clip_high": None if self.clip_high is None else list(self.clip_high),
         }
+        if self.per_image:  # written only when set: older readers keep working otherwise
+            d["per_image"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
-        known = {"mode", "offsets", "scales", "clip_low", "clip_high"}
+        """Read :meth:`to_dict`'s output; descriptions without ``per_image`` (models
+        stored before it existed) are fixed normalisers."""
+        known = {"mode", "offsets", "scales", "clip_low", "clip_high", "per_image"}
         unknown = set(d) - known
         if unknown or not {"mode", "offsets", "scales"} <= set(d):
             raise ValueError(
@@ -130,6 +174,7 @@ class Normalizer:
             scales=list(d["scales"]),
             clip_low=None if d.get("clip_low") is None else list(d["clip_low"]),
             clip_high=None if d.get("clip_high") is None else list(d["clip_high"]),
+            per_image=bool(d.get("per_image", False)),
         )
 
 
@@ -216,19 +261,16 @@ def fit_normalizer(image: np.ndarray, cfg: DataConfig | None = None) -> Normaliz
             offsets.append(float(lo))
             scales.append(float(hi - lo))
         else:
-            nonzero = sample[sample != 0]
-            if nonzero.size >= 2 and nonzero.size <= sample.size / 2:
-                sample = nonzero
-            std = float(sample.std())
-            offsets.append(float(sample.mean()))
-            scales.append(std if std > 1e-8 else 1.0)
+            mean, std = _zscore_stats(sample)
+            offsets.append(mean)
+            scales.append(std)
     if mode == "percentile":
         return Normalizer("percentile", offsets, scales, clip_low=lows, clip_high=highs)
     return Normalizer("zscore", offsets, scales)
 
 
 def split_validation(
-    target: np.ndarray, fraction: float, seed: int = 0
+    target: np.ndarray, fraction: float, seed: int = 0, axes: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hold out whole annotated slices for validation.
 
@@ -242,6 +284,8 @@ def split_validation(
         target: (Z, Y, X) or (Y, X) int64 target, ``IGNORE_INDEX`` where not annotated.
         fraction: share of annotated voxels to hold out, in [0, 1).
         seed: seed of the slice order.
+        axes: hold out slices along these axes only (e.g. ``(0,)`` when a 2D network
+            learns from the Z slices); ``None`` = all axes.
 
     Returns:
         (train_target, val_target), new arrays of the same shape and dtype. When
@@ -258,7 +302,12 @@ def split_validation(
     if fraction == 0 or total == 0:
         return train, val
     slices = annotated_slices(annotated)
-    candidates = [(ax, int(i)) for ax, idx in enumerate(slices.values()) for i in idx]
+    candidates = [
+        (ax, int(i))
+        for ax, idx in enumerate(slices.values())
+        if axes is None or ax in axes
+        for i in idx
+    ]
     if len(candidates) < 3:
         return train, val
     rng = np.random.default_rng(seed)
@@ -294,13 +343,10 @@ def split_validation(
 _MAX_CANDIDATES = 1 << 22
 
 
-def _thin(indices: np.ndarray) -> np.ndarray:
-    step = -(-indices.size // _MAX_CANDIDATES)
-    return indices[::step] if step > 1 else indices
-
-
-class PatchSampler:
-    """Random training patches with augmentation, drawn in the calling thread.
+class PatchSampler(DatasetSampler):
+    """Random training patches of ONE image, with augmentation (see
+    :class:`~napari_unetseg.core.sampling.DatasetSampler`, of which this is the one-case
+    form).
 
     Every patch contains at least one annotated voxel: its centre region holds a voxel
     chosen either among the foreground voxels (target >= 1; a class is drawn uniformly
@@ -309,7 +355,7 @@ class PatchSampler:
 
     Args:
         image: normalised image (C, *spatial) float32, spatial = (Z, Y, X) or (Y, X).
-        target: (*spatial) int64, ``IGNORE_INDEX`` where not annotated.
+        target: (*spatial) integers, ``IGNORE_INDEX`` where not annotated.
         patch_size: (Z, Y, X) or (Y, X) patch size; volumes smaller than the patch are
             padded (image with 0, target with ``IGNORE_INDEX``).
         foreground_fraction: share of patches forced onto a foreground voxel, in [0, 1].
@@ -334,120 +380,15 @@ class PatchSampler:
             raise ValueError(
                 f"image spatial shape {image.shape[1:]} differs from target shape {target.shape}"
             )
-        patch = tuple(int(p) for p in patch_size)
-        if len(patch) != target.ndim or any(p < 1 for p in patch):
-            raise ValueError(
-                f"patch_size {tuple(patch_size)} must give one positive size per spatial axis "
-                f"of the {target.ndim}D target"
-            )
-        if not 0.0 <= foreground_fraction <= 1.0:
-            raise ValueError("foreground_fraction must be in [0, 1]")
-        self.patch_size = patch
-        self.foreground_fraction = float(foreground_fraction)
-        self.augment = bool(augment)
-        self.rng = np.random.default_rng(seed)
-
-        # pad (centred) to at least the patch size, once
-        pad = [max(0, p - s) for p, s in zip(patch, target.shape)]
-        if any(pad):
-            widths = [(d // 2, d - d // 2) for d in pad]
-            image = np.pad(image, [(0, 0), *widths], constant_values=0)
-            target = np.pad(target, widths, constant_values=IGNORE_INDEX)
-        self.image = np.ascontiguousarray(image, dtype=np.float32)
-        self.target = np.ascontiguousarray(target, dtype=np.int64)
-        self.shape = self.target.shape
-
-        flat = self.target.ravel()
-        annotated = np.flatnonzero(flat != IGNORE_INDEX)
-        if annotated.size == 0:
-            raise ValueError(
-                "there is no annotated voxel to train on: paint background (1) and at least "
-                "one class (2..) in some slices first"
-            )
-        labels = flat[annotated]
-        if labels.min() < 0:
-            raise ValueError(
-                f"target values must be {IGNORE_INDEX} (not annotated) or >= 0, found "
-                f"{int(labels.min())}"
-            )
-        self.classes = [int(k) for k in np.flatnonzero(np.bincount(labels)) if k >= 1]
-        self._by_class = [_thin(annotated[labels == k]) for k in self.classes]
-        self._annotated = _thin(annotated)
-        self._square = len(patch) >= 2 and patch[-1] == patch[-2]
-
-    # ------------------------------------------------------------------ sampling
-
-    def _corner(self, flat_index: int) -> tuple[int, ...]:
-        centre = np.unravel_index(flat_index, self.shape)
-        corner = []
-        for c, p, s in zip(centre, self.patch_size, self.shape):
-            # put the chosen voxel in the middle half of the patch, not always at its centre
-            jitter = int(self.rng.integers(-(p // 4), p // 4 + 1)) if p >= 4 else 0
-            start = int(c) - p // 2 + jitter
-            corner.append(min(max(start, 0), s - p))
-        return tuple(corner)
-
-    def _pick(self) -> int:
-        if self.classes and self.rng.random() < self.foreground_fraction:
-            pool = self._by_class[int(self.rng.integers(len(self.classes)))]
-        else:
-            pool = self._annotated
-        return int(pool[int(self.rng.integers(pool.size))])
-
-    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Draw a batch.
-
-        Returns:
-            x: (B, C, *patch_size) float32, C-contiguous; y: (B, *patch_size) int64.
-        """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        c = self.image.shape[0]
-        x = np.empty((batch_size, c, *self.patch_size), dtype=np.float32)
-        y = np.empty((batch_size, *self.patch_size), dtype=np.int64)
-        for b in range(batch_size):
-            corner = self._corner(self._pick())
-            sl = tuple(slice(s, s + p) for s, p in zip(corner, self.patch_size))
-            img = self.image[(slice(None), *sl)]
-            tgt = self.target[sl]
-            if self.augment:
-                img, tgt = self._spatial(img, tgt)
-            x[b] = img
-            y[b] = tgt
-            if self.augment:
-                self._intensity(x[b])
-        return x, y
-
-    # ------------------------------------------------------------------ augmentation
-
-    def _spatial(self, img: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flips and in-plane 90-degree rotations as numpy views (no interpolation)."""
-        nd = tgt.ndim
-        flips = self.rng.random(nd) < 0.5
-        for ax in np.flatnonzero(flips):
-            img = np.flip(img, axis=int(ax) + 1)
-            tgt = np.flip(tgt, axis=int(ax))
-        if self._square:
-            k = int(self.rng.integers(4))
-            if k:
-                img = np.rot90(img, k, axes=(nd - 1, nd))
-                tgt = np.rot90(tgt, k, axes=(nd - 2, nd - 1))
-        return img, tgt
-
-    def _intensity(self, x: np.ndarray) -> None:
-        """In place on one patch (C, *patch): scale/shift per channel, sometimes gamma."""
-        rng = self.rng
-        for ch in x:
-            if rng.random() < 0.3:
-                lo, hi = float(ch.min()), float(ch.max())
-                if hi > lo:
-                    gamma = float(rng.uniform(0.7, 1.5))
-                    span = np.float32(hi - lo)
-                    ch -= np.float32(lo)
-                    ch /= span
-                    np.power(ch, np.float32(gamma), out=ch)
-                    ch *= span
-                    ch += np.float32(lo)
-            if rng.random() < 0.5:
-                ch *= np.float32(rng.uniform(0.9, 1.1))
-                ch += np.float32(rng.uniform(-0.1, 0.1))
+        super().__init__(
+            [image],
+            [target],
+            patch_size,
+            foreground_fraction=foreground_fraction,
+            augment=augment,
+            seed=seed,
+            max_candidates=_MAX_CANDIDATES,
+        )
+        self.image, self.target, self.shape = self.images[0], self.targets[0], self.shapes[0]
+        self._annotated = self._annotated_pools[0]
+        self._by_class = [self._class_pools[0][k] for k in self.classes]

@@ -158,13 +158,13 @@ def used_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, digits: str = ".4f") -> str:
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     v = float(value)
-    return "nan" if math.isnan(v) else f"{v:.4f}"
+    return "nan" if math.isnan(v) else format(v, digits)
 
 
 def format_rows(
@@ -181,7 +181,7 @@ def format_rows(
         writer = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
         writer.writerow(cols)
         for r in rows:
-            writer.writerow([_cell(r.get(c)) for c in cols])
+            writer.writerow([_cell(r.get(c), ".6g") for c in cols])
         return buf.getvalue()
     table = [cols] + [[_cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]

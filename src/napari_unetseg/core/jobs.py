@@ -23,16 +23,18 @@ from .outputs import OutputError, check_model_path, check_outputs, fallback_path
 from .progress import TerminalProgress, drain
 
 
-def check_same_geometry(image_meta: Any, labels_meta: Any, labels_path: Any) -> None:
-    """Refuse an annotation whose voxel grid differs from the image's (same shape but
-    another affine means the voxels do not correspond)."""
+def check_same_geometry(
+    image_meta: Any, labels_meta: Any, labels_path: Any, what: str = "the image"
+) -> None:
+    """Refuse labels whose voxel grid differs from the image's (or the reference's):
+    the same shape with another affine means the voxels do not correspond."""
     a, b = getattr(image_meta, "affine", None), getattr(labels_meta, "affine", None)
     if a is None or b is None:
         return
     if not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-3):
         raise ValueError(
-            f"{labels_path} has another geometry (affine) than the image: it was made for "
-            "another scan or resampled; annotate the image itself"
+            f"{labels_path} has another geometry (affine) than {what}: it was made for "
+            "another scan or resampled; use labels in the scan's own grid"
         )
 
 
@@ -69,10 +71,9 @@ def train_to_file(
     Returns:
         (path written or None when nothing was saved, a one-line message).
     """
+    from .cases import Case
     from .checkpoint import load_checkpoint
-    from .events import CancelToken
     from .io import read_channels, read_labels
-    from .training import Trainer
 
     check_model_path(out)
     check_outputs([out], [*images, labels, resume], overwrite=overwrite)
@@ -80,14 +81,56 @@ def train_to_file(
     annotation, ann_meta = read_labels(labels)
     check_same_geometry(meta, ann_meta, labels)
     ckpt = load_checkpoint(resume) if resume else None
+    case = Case(
+        name=Path(labels).name,
+        image=image,
+        annotation=annotation,
+        spacing=meta.spacing,
+        meta=meta,
+        channel_names=list(meta.channel_names),
+    )
+    return _train_and_save([case], config, ckpt, out, overwrite, quiet)
+
+
+def train_dataset_to_file(
+    *,
+    out: str | Path,
+    dataset: str | Path,
+    config: Config,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> tuple[Path | None, str]:
+    """Train one model on an nnU-Net raw dataset folder (``dataset.json``, ``imagesTr``,
+    ``labelsTr``; unannotated voxels carry the ignore label). Cases are loaded one at a
+    time while the training data is prepared. Class names come from ``dataset.json``
+    unless the config names them.
+
+    Returns:
+        (path written or None when nothing was saved, a one-line message).
+    """
+    from .checkpoint import load_checkpoint
+    from .dataset import read_nnunet_dataset
+
+    check_model_path(out)
+    check_outputs([out], [dataset, resume], overwrite=overwrite)
+    info, cases = read_nnunet_dataset(dataset, load=False)
+    if config.class_names == Config().class_names and info.class_names:
+        config.class_names = list(info.class_names)
+    ckpt = load_checkpoint(resume) if resume else None
+    return _train_and_save(cases, config, ckpt, out, overwrite, quiet)
+
+
+def _train_and_save(cases, config, resume, out, overwrite, quiet) -> tuple[Path | None, str]:
+    from .events import CancelToken, run_to_completion
+    from .training import Trainer
+
     cancel = CancelToken()
-    trainer = Trainer(image, annotation, config, spacing=meta.spacing, resume=ckpt, cancel=cancel)
+    trainer = Trainer(cases=cases, config=config, resume=resume, cancel=cancel)
     start = trainer.iteration
     t0 = time.perf_counter()
     progress = TerminalProgress("training", quiet=quiet)
     try:
-        from .events import run_to_completion
-
         done = run_to_completion(trainer.run(), progress)
     except KeyboardInterrupt:
         cancel.cancel()
@@ -140,7 +183,13 @@ def predict_to_files(
         )
     image, meta = read_channels(images)
     pred = drain(
-        predict(ckpt, image, cfg.infer, keep_probabilities=probabilities is not None),
+        predict(
+            ckpt,
+            image,
+            cfg.infer,
+            spacing=meta.spacing,
+            keep_probabilities=probabilities is not None,
+        ),
         "predicting",
         quiet,
     ).result

@@ -294,7 +294,11 @@ def make_plan(
             f"The patch size is not a multiple of {div}; each patch is padded inside the network."
         )
     if any(all(k == 1 for k in kernel) for kernel in pool):
-        notes.append("The patch is too small for all levels to pool; consider a smaller depth.")
+        # a patch the user chose is what is too small; a planned one is bounded by the image
+        advice = "consider a smaller depth"
+        if d.patch_size is not None:
+            advice = "give a larger patch_size"
+        notes.append(f"The patch is too small for all levels to pool; {advice}.")
 
     # -- prediction windows per pass
     if config.infer.window_batch is not None:

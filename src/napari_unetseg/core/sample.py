@@ -158,3 +158,65 @@ def make_sample(shape=_DEFAULT_SHAPE, seed: int = 0, n_objects: int = 60):
     image *= bias.astype(np.float32)
     image += rng.normal(0.0, 0.08, size=shape).astype(np.float32)
     return image.astype(np.float32, copy=False), semantic, instances
+
+
+#: Mean intensity of each tissue in the four sequences (T1, T1c, T2, FLAIR), loosely
+#: after how glioma regions look on MRI: necrosis dark on T1, enhancing rim bright on
+#: T1c, oedema bright on T2 and FLAIR.
+_MRI_CONTRAST = {
+    #            T1    T1c   T2    FLAIR
+    "outside": (0.0, 0.0, 0.0, 0.0),
+    "brain": (0.70, 0.70, 0.45, 0.50),
+    "oedema": (0.60, 0.62, 0.85, 0.95),
+    "enhancing": (0.65, 1.20, 0.70, 0.75),
+    "necrosis": (0.30, 0.35, 0.95, 0.55),
+}
+MRI_CHANNELS = ("T1", "T1c", "T2", "FLAIR")
+#: BraTS regions of the nested labels (1 necrosis, 2 oedema, 3 enhancing tumour).
+BRATS_REGIONS = {"WT": [1, 2, 3], "TC": [1, 3], "ET": [3]}
+
+
+def make_brats_like(shape=(48, 64, 64), seed: int = 0):
+    """A synthetic multi-sequence MRI case with a nested tumour, BraTS-style.
+
+    An ellipsoidal "brain" holds one tumour: an oedema region (label 2) around an
+    enhancing rim (label 3) around a necrotic core (label 1), each irregular (smoothed
+    random fields threshold the shells), at a random place and size. Four channels
+    (T1, T1c, T2, FLAIR) give each tissue a different contrast (no single channel
+    separates all labels), with a smooth bias field per channel and Gaussian noise.
+
+    Returns (image, labels): image (4, Z, Y, X) float32, labels (Z, Y, X) uint8 with
+    0 background, 1 necrosis, 2 oedema, 3 enhancing tumour (score regions with
+    :data:`BRATS_REGIONS`). Deterministic for a given (shape, seed).
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 16:
+        raise ValueError(f"shape must be (Z, Y, X) with every side >= 16, got {shape}")
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    brain = ((grid / np.array([0.85, 0.9, 0.8])[:, None, None, None]) ** 2).sum(0) < 1.0
+    centre = rng.uniform(-0.35, 0.35, size=3)
+    radius = rng.uniform(0.45, 0.6)
+    dist = np.sqrt(((grid - centre[:, None, None, None]) ** 2).sum(0)) / radius
+
+    def wobble(sigma: float) -> np.ndarray:
+        field = ndi.gaussian_filter(rng.normal(size=shape), sigma=sigma * min(shape) / 16)
+        return field / (np.abs(field).max() + 1e-8)
+
+    labels = np.zeros(shape, np.uint8)
+    labels[(dist < 1.0 + 0.35 * wobble(2.0)) & brain] = 2
+    labels[(dist < 0.68 + 0.15 * wobble(1.5)) & brain] = 3
+    labels[(dist < 0.45 + 0.12 * wobble(1.5)) & brain] = 1
+    # tissue codes 0..4 in the order of _MRI_CONTRAST
+    tissue = brain.astype(np.uint8)
+    tissue[labels == 2] = 2
+    tissue[labels == 3] = 3
+    tissue[labels == 1] = 4
+    table = np.array(list(_MRI_CONTRAST.values()), np.float32)  # (5 tissues, 4 channels)
+    image = np.zeros((4, *shape), np.float32)
+    for c in range(4):
+        base = table[tissue, c]
+        bias = 1.0 + 0.15 * wobble(4.0)
+        texture = 0.05 * wobble(0.5)
+        image[c] = base * bias + texture * brain + rng.normal(0, 0.05, size=shape)
+    return image, labels

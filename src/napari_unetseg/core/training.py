@@ -1,13 +1,16 @@
 """Training a U-Net from sparse annotations: a cancellable generator of typed events.
 
-One image ``(C, *spatial)`` and one annotation volume ``(*spatial)`` (0 = not annotated,
-1 = background, 2.. = classes or objects) go in; a :class:`~.checkpoint.Checkpoint`
-comes out. In between :meth:`Trainer.run` yields
+A dataset of annotated cases (:class:`~.cases.Case`: image ``(C, *spatial)`` and
+annotation ``(*spatial)``, 0 = not annotated, 1 = background, 2.. = classes or objects)
+goes in -- one (image, annotation) pair is the one-case dataset -- and a
+:class:`~.checkpoint.Checkpoint` comes out. In between :meth:`Trainer.run` yields
 
-* :class:`~.events.Info`: device, precision, the plan, the validation split;
+* :class:`~.events.Info`: device, precision, the plan, the validation split, resampling
+  and cache decisions (``level="warning"`` e.g. for a case without painted background);
 * :class:`~.events.Step`: after every optimisation step (loss, learning rate, speed);
-* :class:`~.events.Validation`: Dice/IoU per class on held-out annotated slices (or on a
-  densely labelled validation volume) every ``train.validate_every`` steps and at the end;
+* :class:`~.events.Validation`: Dice/IoU per class over all held-out voxels (held-out
+  cases, held-out annotated slices, or a densely labelled validation volume) every
+  ``train.validate_every`` steps and at the end;
 * :class:`~.events.Preview`: probabilities of the slice asked for with
   :meth:`Trainer.set_preview`, at most every ``train.preview_seconds`` seconds;
 * :class:`~.events.Done`: last, with the checkpoint as ``result`` (also after a
@@ -24,23 +27,25 @@ automatic mixed precision (bfloat16, or float16 with loss scaling).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .annotations import IGNORE_INDEX, instance_target, semantic_target
+from .annotations import IGNORE_INDEX
+from .cases import Case, as_cases
 from .checkpoint import Checkpoint, save_checkpoint
-from .config import Config, ConfigError, InferConfig
-from .events import CancelToken, Done, Event, Info, Preview, Step, Validation
+from .config import Config, ConfigError
+from .events import CancelToken, Done, Event, Info, Step
+from .monitoring import VALIDATION_VOXELS, Monitoring  # noqa: F401 (the limit's old home)
+from .resample import resampled_shape
 
-#: Validation predicts the whole volume up to this many voxels, else crops around the
-#: held-out voxels up to this many voxels in total.
-VALIDATION_VOXELS = 8_000_000
 #: Share of the run used for the linear learning-rate warm-up (at most 50 steps).
 WARMUP_FRACTION = 0.05
 #: The learning rate decays (cosine) to this fraction of its peak.
@@ -58,177 +63,216 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * cosine
 
 
-def _as_image(image: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
-    image = np.asarray(image)
-    if image.shape == spatial:
-        image = image[None]  # one channel given without its channel axis
-    if image.ndim != len(spatial) + 1 or tuple(image.shape[1:]) != spatial:
-        axes = "(C, Z, Y, X)" if len(spatial) == 3 else "(C, Y, X)"
-        raise ValueError(
-            f"the image {image.shape} does not match the annotation {spatial}: give the "
-            f"image as {axes} with the annotation's spatial shape"
-        )
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"the image must hold real numbers, not {image.dtype}")
-    return image
+def _drop_axis(values, axis: int | None, dims: int):
+    """``values`` (a patch size or pool kernel) without ``axis`` when it has one entry per
+    axis of the ``dims``-D images (settings written for the volume, used by a 2D network)."""
+    if values is None or axis is None or len(values) != dims:
+        return values
+    return type(values)(v for a, v in enumerate(values) if a != axis)
 
 
-class Trainer:
-    """Train on one image (C, *spatial) with an annotation volume (*spatial).
+class Trainer(Monitoring):
+    """Train on a dataset of annotated cases; one (image, annotation) pair is the
+    one-case dataset.
 
     Usage::
 
         trainer = Trainer(image, annotation, config, spacing=(2.0, 1.0, 1.0))
+        trainer = Trainer(config=config, cases=[Case("a", img_a, ann_a, (2, 1, 1)), ...])
         for event in trainer.run():      # Info, Step, Validation, Preview, Done
             ...
         trainer.save("model.safetensors")
+        trainer.close()                  # removes the temporary data cache, if any
 
     Args:
         image: (C, Z, Y, X) or (C, Y, X) raw intensities (a single channel may omit C).
         annotation: (Z, Y, X) or (Y, X) integers: 0 = not annotated, 1 = background,
             2.. = foreground classes (semantic task) or object ids (instance task).
-        config: all settings; it is copied, and the copy gets the planned values.
-        spacing: voxel spacing in array order, for the pooling plan; ``None`` = isotropic.
+        config: all settings (``None`` = defaults); it is copied, and the copy gets the
+            planned values.
+        cases: instead of image and annotation, annotated
+            :class:`~napari_unetseg.core.cases.Case` objects (images may be memory-mapped).
+        spacing: voxel spacing of ``image`` in array order; ``None`` = isotropic.
         validation: optional ``(image, dense_reference)`` to validate on instead of
-            held-out annotated slices (reference: 0 = background, k = class / object id).
+            held-out annotated slices or cases (reference: 0 = background, k = class /
+            object id), in the training grid.
         resume: a loaded :class:`~.checkpoint.Checkpoint` to continue: its architecture,
             normalisation, weights, optimizer state and iteration count are kept; the
             run adds ``config.train.iterations`` steps.
         cancel: a :class:`~.events.CancelToken`, checked between steps.
+
+    Across cases: patches are drawn class-balanced over the whole set
+    (:class:`~.sampling.DatasetSampler`); with 3 or more annotated cases whole cases are
+    held out for validation (``data.validation_cases``), else annotated slices of each
+    case; intensities are normalised with dataset statistics
+    (:func:`~.dataset.fit_dataset_normalizer`); cases whose spacings differ are resampled
+    to the median spacing (``data.target_spacing``); data larger than a quarter of the
+    memory is read memory-mapped from ``data.cache_dir``.
+
+    2D networks on volumes: with ``model.spatial_dims`` 2 (and always for one-slice
+    volumes ``(1, Y, X)``) a 2D network learns from the slices along ``data.slice_axis``
+    that hold annotated voxels. The stored config then has ``model.spatial_dims`` 2 and
+    ``data.image_dims`` 3 (with ``data.slice_axis``): prediction applies the network
+    slice by slice along that axis and stacks the results. Plain 2D images store
+    ``data.image_dims`` 2.
 
     The final :class:`~.events.Done` event's ``result`` is the trained Checkpoint.
     """
 
     def __init__(
         self,
-        image: np.ndarray,
-        annotation: np.ndarray,
-        config: Config,
+        image: np.ndarray | None = None,
+        annotation: np.ndarray | None = None,
+        config: Config | None = None,
         *,
+        cases: Sequence[Case] | None = None,
         spacing: Sequence[float] | None = None,
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         resume: Checkpoint | None = None,
         cancel: CancelToken | None = None,
     ):
-        from .data import PatchSampler, fit_normalizer, split_validation
+        from .classes import check_resume, has_background, resolve_classes
         from .device import autocast_dtype, configure_threads, select_device
+        from .geometry import case_spacings, check_cases, network_dims, training_spacing
         from .losses import SparseCEDiceLoss
         from .model import UNet
         from .planning import make_plan
+        from .sampling import DatasetSampler
+        from .training_data import fit_dataset_normalizer, prepare_cases
 
-        annotation = np.asarray(annotation)
-        if annotation.ndim not in (2, 3):
-            raise ValueError(
-                f"the annotation must be (Z, Y, X) or (Y, X), got shape {annotation.shape}"
-            )
-        spatial = tuple(annotation.shape)
-        image = _as_image(image, spatial)
+        if cases is not None and spacing is not None:
+            raise ValueError("give the spacing of each case in its Case, not as spacing=")
+        if image is not None and annotation is None and cases is None:
+            raise ValueError("give the annotation with the image (0 = not annotated)")
+        config = config if config is not None else Config()
+        if not isinstance(config, Config):
+            raise ConfigError("config must be a napari_unetseg Config")
+        all_cases = as_cases(image, annotation, cases=cases, spacing=spacing)
         self.cancel = cancel if cancel is not None else CancelToken()
         cfg = config.copy().validate()
         self.task = cfg.train.task
         self.info: list[Info] = []
+        notes: list[Info] = []
 
-        # ---- targets and classes
-        if not np.issubdtype(annotation.dtype, np.integer):
-            if not np.all(np.mod(annotation, 1) == 0):
-                raise ValueError(
-                    "the annotation must hold whole numbers (0 = not annotated, 1 = "
-                    "background, 2.. = classes)"
+        # ---- cases, classes, dimensions
+        used, values, skipped = check_cases(all_cases)
+        notes += [Info(t, level="warning") for t in skipped]
+        num_classes = cfg.model.num_classes if self.task == "semantic" else None
+        class_names, num_classes = resolve_classes(values, self.task, cfg.class_names, num_classes)
+        if self.task == "semantic":
+            bare = [c.name for c, v in zip(used, values) if not has_background(v)]
+            if bare:
+                which = "the annotation" if len(used) == 1 else "case(s) " + ", ".join(bare)
+                notes.append(
+                    Info(
+                        f"{which}: no background (value 1) painted; the network learns "
+                        "background only from other cases or not at all - paint some",
+                        level="warning",
+                    )
                 )
-            annotation = annotation.astype(np.int64)
-        if self.task == "instances":
-            target = instance_target(annotation)
-            num_classes = 3
-            class_names = list(cfg.class_names) or ["object"]
-            self.metric_names = list(INSTANCE_CLASS_NAMES)
-        else:
-            target = semantic_target(annotation)
-            top = int(target.max(initial=0))
-            n_fg = max(len(cfg.class_names), top, cfg.model.num_classes - 1, 1)
-            class_names = list(cfg.class_names) + [
-                f"class {k}" for k in range(len(cfg.class_names) + 1, n_fg + 1)
-            ]
-            num_classes = n_fg + 1
-            self.metric_names = class_names
-        annotated = target != IGNORE_INDEX
-        if not annotated.any():
-            raise ValueError(
-                "the annotation is empty: paint background (1) and at least one class (2..) "
-                "in a few slices before training"
-            )
-        if not (target[annotated] >= 1).any():
-            raise ValueError(
-                "the annotation holds background only: paint at least one class or object "
-                "(value 2 or more) before training"
-            )
+        self.metric_names = list(INSTANCE_CLASS_NAMES) if self.task == "instances" else class_names
         cfg.class_names = class_names
         self.class_names = class_names
-
-        # ---- architecture, normalisation and plan
+        channels = used[0].channels
+        net_dims, image_dims, slice_axis = network_dims(used, cfg, resume)
+        self.slice_axis = slice_axis
         if resume is not None:
-            self._check_resume(resume, image, num_classes)
+            check_resume(resume, channels, net_dims, self.task, num_classes)
+
+        # ---- spacing, normalisation and plan
+        spacings = case_spacings(used)
+        if resume is not None and cfg.data.target_spacing is None:
+            cfg.data.target_spacing = getattr(resume.config.data, "target_spacing", None)
+        per_case, train_spacing, sp_text = training_spacing(
+            spacings, cfg.data.target_spacing, slice_axis
+        )
+        if sp_text is not None:
+            notes.append(Info(sp_text))
+        resampled = any(t is not None for t in per_case)
+        cfg.data.target_spacing = train_spacing if resampled else None
+        cfg.data.image_dims = image_dims
+        if slice_axis is not None:
+            cfg.data.slice_axis = slice_axis
+        if resume is not None:
             cfg.model = resume.config.model
             cfg.data.patch_size = resume.config.data.patch_size
             cfg.data.normalization = resume.config.data.normalization
             self.normalizer = resume.normalizer
         else:
-            cfg.model.spatial_dims = len(spatial)
-            cfg.model.in_channels = int(image.shape[0])
+            cfg.model.spatial_dims = net_dims
+            cfg.model.in_channels = channels
             cfg.model.num_classes = num_classes
-            self.normalizer = fit_normalizer(image, cfg.data)
+            cfg.data.patch_size = _drop_axis(cfg.data.patch_size, slice_axis, image_dims)
+            if cfg.model.pool is not None:
+                cfg.model.pool = [_drop_axis(k, slice_axis, image_dims) for k in cfg.model.pool]
+            self.normalizer = fit_dataset_normalizer(
+                [c.image for c in used], [c.annotation for c in used], cfg.data
+            )
         self.device, device_text = select_device(cfg.train.device)
         if self.device.type == "cpu":
             configure_threads(cfg.train.threads)
             device_text = f"CPU ({torch.get_num_threads()} threads)"
         self.amp_dtype = autocast_dtype(self.device, cfg.train.precision)
-        if spacing is not None:
-            spacing = tuple(float(s) for s in spacing)[-len(spatial) :]
-        self.spacing = spacing
-        self.plan = make_plan(spatial, spacing, image.shape[0], cfg, device=self.device)
+        self.spacing = train_spacing
+        # cases without a spacing count as isotropic 1 when the others are resampled
+        spacings = [sp if sp is not None else (1.0,) * image_dims for sp in spacings]
+        shapes = [
+            resampled_shape(c.spatial_shape, sp, t) if t is not None else c.spatial_shape
+            for c, sp, t in zip(used, spacings, per_case)
+        ]
+        plan_shape = tuple(int(v) for v in np.median(np.asarray(shapes), axis=0))
+        plan_spacing = train_spacing
+        if slice_axis is not None:
+            plan_shape = _drop_axis(plan_shape, slice_axis, image_dims)
+            plan_spacing = _drop_axis(train_spacing, slice_axis, image_dims)
+        self.plan = make_plan(plan_shape, plan_spacing, channels, cfg, device=self.device)
         self.plan.apply(cfg)
         cfg.validate()
         self.config = cfg
         self.patch_size = tuple(cfg.data.patch_size)
 
         # ---- data
-        self.image = self.normalizer.apply(image)
         seed = int(cfg.train.seed)
+        split_cfg = cfg.data
         if validation is not None:
-            self.val_image, self.val_truth, self.val_mask = self._prepare_validation(
-                validation, cfg
-            )
-            train_target = target
+            split_cfg = dataclasses.replace(cfg.data, validation_fraction=0.0)
+            split_cfg.validation_cases = None
+        self.data = prepare_cases(
+            used,
+            split_cfg,
+            task=self.task,
+            num_outputs=num_classes,
+            normalizer=self.normalizer,
+            target_spacings=per_case,
+            source_spacings=spacings,
+            seed=seed,
+            slice_axis=slice_axis,
+        )
+        self._finalizer = weakref.finalize(self, self.data.store.close)
+        notes += [Info(t) for t in self.data.notes]
+        val_text = self.data.validation_text
+        self._val_items = self.data.val
+        if validation is not None:
+            self._val_items = [self._prepare_validation(validation, cfg)]
             val_text = "validation on the given densely labelled volume"
-        else:
-            train_target, val_target = split_validation(
-                target, cfg.data.validation_fraction, seed=seed
-            )
-            if (val_target != IGNORE_INDEX).any():
-                self.val_image = self.image
-                self.val_truth = np.where(val_target == IGNORE_INDEX, 0, val_target)
-                self.val_mask = val_target != IGNORE_INDEX
-                share = self.val_mask.sum() / max(1, annotated.sum())
-                val_text = f"validation on {share:.0%} of the annotated voxels (held-out slices)"
-            else:
-                self.val_image = self.val_truth = self.val_mask = None
-                val_text = "no validation (too few annotated slices or validation_fraction 0)"
-        self.sampler = PatchSampler(
-            self.image,
-            train_target,
+        self.sampler = DatasetSampler(
+            [img for img, _ in self.data.train],
+            [tgt for _, tgt in self.data.train],
             self.patch_size,
             foreground_fraction=cfg.data.foreground_fraction,
             augment=cfg.data.augment,
             seed=seed,
+            slice_axis=slice_axis,
         )
-        self._val_crops = self._validation_crops(seed) if self.val_mask is not None else []
-
+        self.image = self.data.train[0][0]  # the case previews show
+        self._val_crops = self._validation_crops(seed) if self._val_items else []
         # ---- model, optimizer, loss
         torch.manual_seed(seed)
         self.model = UNet(cfg.model)
         if resume is not None:
             self.model.load_state_dict(resume.state_dict)
         self.model.to(self.device)
-        self.channels_last = self.device.type == "cpu" and len(spatial) == 3
+        self.channels_last = self.device.type == "cpu" and net_dims == 3
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
         # the network as the training step calls it: compiled on request (validation and
@@ -269,13 +313,20 @@ class Trainer:
         self._ran = False
 
         precision = "float32" if self.amp_dtype is None else str(self.amp_dtype)[6:]
+        n_ann, n_all = self.data.annotated_voxels, self.data.total_voxels
+        where = "the image" if len(used) == 1 else f"{len(used)} cases"
+        norm = f"{self.normalizer.mode} normalisation"
+        norm += " (per case)" if self.normalizer.per_image else ""
+        if slice_axis is not None:
+            norm += f"; 2D network on the slices along axis {'ZYX'[slice_axis]}"
         self.info = [
             Info(f"training on {device_text}, {precision}"),
             Info(self.plan.describe()),
             Info(
-                f"{int(annotated.sum())} annotated voxels ({annotated.mean():.1%} of the "
-                f"image), {self.normalizer.mode} normalisation; {val_text}"
+                f"{n_ann} annotated voxels ({n_ann / max(1, n_all):.1%} of {where}), "
+                f"{norm}; {val_text}"
             ),
+            *notes,
         ]
         if resume is not None:
             self.info.append(Info(f"continuing from iteration {self.iteration}"))
@@ -285,60 +336,6 @@ class Trainer:
             )
 
     # ------------------------------------------------------------------ set-up helpers
-
-    @staticmethod
-    def _check_resume(resume: Checkpoint, image: np.ndarray, num_classes: int) -> None:
-        m = resume.config.model
-        if m.spatial_dims != image.ndim - 1 or m.in_channels != image.shape[0]:
-            raise ValueError(
-                f"the model to continue was trained on {m.in_channels}-channel "
-                f"{m.spatial_dims}D images; this image is {image.shape[0]}-channel "
-                f"{image.ndim - 1}D"
-            )
-        if m.num_classes < num_classes:
-            raise ValueError(
-                f"the annotation has {num_classes - 1} classes but the model to continue "
-                f"knows only {m.num_classes - 1}; start a new model instead"
-            )
-        if resume.normalizer is None:
-            raise ValueError("the model to continue has no normalisation record")
-
-    def _prepare_validation(self, validation, cfg: Config):
-        try:
-            val_image, reference = validation
-        except (TypeError, ValueError) as e:
-            raise ValueError("validation must be a pair (image, dense_reference)") from e
-        reference = np.asarray(reference)
-        val_image = _as_image(val_image, tuple(reference.shape))
-        if val_image.shape[0] != cfg.model.in_channels:
-            raise ValueError(
-                f"the validation image has {val_image.shape[0]} channel(s), the training "
-                f"image {cfg.model.in_channels}"
-            )
-        if reference.ndim != cfg.model.spatial_dims:
-            raise ValueError("the validation volume must have as many axes as the training one")
-        if self.task == "instances":
-            truth = instance_target(reference.astype(np.int64) + 1)
-        else:
-            truth = reference.astype(np.int64)
-        return self.normalizer.apply(val_image), truth, np.ones(reference.shape, dtype=bool)
-
-    def _validation_crops(self, seed: int) -> list[tuple[slice, ...]]:
-        """Regions predicted for validation: the whole volume when it is small enough,
-        else windows (twice the patch) centred on random held-out voxels."""
-        shape = self.val_mask.shape
-        if math.prod(shape) <= VALIDATION_VOXELS:
-            return [tuple(slice(0, s) for s in shape)]
-        size = [min(s, 2 * p) for s, p in zip(shape, self.patch_size)]
-        n = max(1, VALIDATION_VOXELS // math.prod(size))
-        rng = np.random.default_rng(seed + 1)
-        voxels = np.flatnonzero(self.val_mask)
-        crops = []
-        for flat in rng.choice(voxels, size=min(n, voxels.size), replace=False):
-            centre = np.unravel_index(int(flat), shape)
-            starts = [min(max(0, int(c) - w // 2), s - w) for c, w, s in zip(centre, size, shape)]
-            crops.append(tuple(slice(a, a + w) for a, w in zip(starts, size)))
-        return crops
 
     # ------------------------------------------------------------------ public API
 
@@ -394,9 +391,7 @@ class Trainer:
             )
             while self._notes:  # e.g. compiling failed and the eager network took over
                 yield self._notes.pop(0)
-            if self.val_mask is not None and (
-                self.iteration % validate_every == 0 or step + 1 == n
-            ):
+            if self._val_crops and (self.iteration % validate_every == 0 or step + 1 == n):
                 last_val = self.validate()
                 yield last_val
             request = self._preview_request
@@ -439,6 +434,14 @@ class Trainer:
             optimizer_state=opt_copy,
             history=[dict(h) for h in self.history],
         )
+
+    def close(self) -> None:
+        """Remove the temporary data cache (if one was made). Also done when the Trainer
+        is garbage-collected or Python exits; the Trainer cannot train after it."""
+        self.sampler = None
+        self.image = None
+        self._val_items = []
+        self._finalizer()
 
     def save(self, path: str | Path) -> Path:
         """Write the current model to ``path`` (a ``.safetensors`` file)."""
@@ -495,91 +498,6 @@ class Trainer:
             self.optimizer.step()
         return float(loss.detach()), int((y_np != IGNORE_INDEX).sum())
 
-    def _probabilities(self, image: np.ndarray, overlap: float = 0.25) -> np.ndarray:
-        """Softmax probabilities (K, *spatial) of a normalised image (C, *spatial), by
-        sliding windows of the training patch size."""
-        from .inference import sliding_window
-
-        window = tuple(min(p, s) for p, s in zip(self.patch_size, image.shape[1:]))
-        infer = InferConfig(
-            overlap=overlap, window_batch=self.config.infer.window_batch, blend="gaussian"
-        )
-        self.model.eval()
-        probs = None
-        with torch.no_grad():
-            for ev in sliding_window(
-                self.model, image, window, infer, device=self.device, dtype=self.amp_dtype
-            ):
-                if isinstance(ev, Done):
-                    probs = ev.result
-        self.model.train()
-        return probs
-
-    def validate(self) -> Validation:
-        """Metrics of the current model on the validation voxels (see the class)."""
-        from .metrics import semantic_metrics
-
-        if self.val_mask is None:
-            raise RuntimeError("there is no validation data for this run")
-        k = self.config.model.num_classes
-        preds, truths, losses = [], [], []
-        for crop in self._val_crops:
-            mask = self.val_mask[crop]
-            probs = self._probabilities(np.ascontiguousarray(self.val_image[(slice(None), *crop)]))
-            truth = self.val_truth[crop]
-            p = probs[:, mask]  # (K, N)
-            t = truth[mask]
-            preds.append(p.argmax(axis=0).astype(np.uint8))
-            truths.append(t.astype(np.uint8) if k < 256 else t)
-            picked = p[t, np.arange(t.size)]
-            losses.append(-np.log(np.clip(picked, 1e-7, 1.0)))
-        pred = np.concatenate(preds)
-        truth = np.concatenate(truths)
-        names = self.metric_names
-        res = semantic_metrics(pred, truth, classes=list(range(1, k)), class_names=names)
-        dice = {name: float(r["dice"]) for name, r in res.items()}
-        iou = {name: float(r["iou"]) for name, r in res.items()}
-        if self.task == "instances":
-            key = next(iter(dice))
-            mean_dice, mean_iou = dice[key], iou[key]
-        else:
-            mean_dice = float(np.mean(list(dice.values())))
-            mean_iou = float(np.mean(list(iou.values())))
-        ce = float(np.concatenate(losses).mean())
-        self.history.append(
-            {
-                "iteration": self.iteration,
-                "mean_dice": mean_dice,
-                "mean_iou": mean_iou,
-                "dice": dice,
-                "iou": iou,
-                "cross_entropy": ce,
-            }
-        )
-        return Validation(
-            iteration=self.iteration,
-            dice=dice,
-            iou=iou,
-            mean_dice=mean_dice,
-            mean_iou=mean_iou,
-            loss=ce,
-        )
-
-    def _preview(self, axis: int, index: int) -> Preview:
-        """Probabilities (K, H, W) of one slice, predicted from a slab around it."""
-        spatial = self.image.shape[1:]
-        if len(spatial) == 2:
-            probs = self._probabilities(self.image, overlap=0.0)
-            return Preview(self.iteration, axis, index, probs.astype(np.float32))
-        thick = min(spatial[axis], max(self.plan.divisor[axis], min(self.patch_size[axis], 16)))
-        lo = min(max(0, index - thick // 2), spatial[axis] - thick)
-        sl: list = [slice(None)] * 4
-        sl[1 + axis] = slice(lo, lo + thick)
-        slab = np.ascontiguousarray(self.image[tuple(sl)])
-        probs = self._probabilities(slab, overlap=0.0)
-        plane = np.take(probs, index - lo, axis=1 + axis)
-        return Preview(self.iteration, axis, index, np.ascontiguousarray(plane, np.float32))
-
 
 def _compile_failed(e: Exception) -> Info:
     first = (str(e).splitlines() or [""])[0][:200]
@@ -589,10 +507,18 @@ def _compile_failed(e: Exception) -> Info:
     )
 
 
-def train(image, annotation, config: Config, **kwargs) -> Checkpoint:
-    """Train to the end without looking at the events; returns the Checkpoint."""
+def train(image=None, annotation=None, config: Config | None = None, **kwargs) -> Checkpoint:
+    """Train to the end without looking at the events; returns the Checkpoint.
+
+    ``train(image, annotation, config, spacing=...)`` or ``train(cases=cases,
+    config=config)``; other keyword arguments as for :class:`Trainer`.
+    """
     from .events import run_to_completion
 
-    if not isinstance(config, Config):
+    if config is not None and not isinstance(config, Config):
         raise ConfigError("config must be a napari_unetseg Config")
-    return run_to_completion(Trainer(image, annotation, config, **kwargs).run()).result
+    trainer = Trainer(image, annotation, config, **kwargs)
+    try:
+        return run_to_completion(trainer.run()).result
+    finally:
+        trainer.close()

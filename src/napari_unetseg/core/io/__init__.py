@@ -1,7 +1,8 @@
 """Volume input/output that keeps the scanner geometry.
 
 Formats: NIfTI (.nii, .nii.gz) via nibabel, TIFF (.tif, .tiff) via tifffile, and, when
-SimpleITK is installed, NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd).
+SimpleITK is installed, NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd); with pydicom,
+DICOM series are read (not written).
 
 Arrays are numpy in (C, Z, Y, X) order for images (C = 1 for single-channel data) and
 (Z, Y, X) for labels; 2D data is (C, Y, X) / (Y, X). ``VolumeMeta`` carries everything
@@ -13,7 +14,8 @@ Every write goes through :func:`atomic_write` (temporary file beside the target,
 ``os.replace``): a failed or interrupted write never leaves half a file.
 
 Modules: ``meta`` (VolumeMeta, errors), ``atomic`` (the write helper), ``nifti``, ``tiff``,
-``sitk`` (NRRD/MetaImage), ``channels`` (several files as the channels of one image).
+``sitk`` (NRRD/MetaImage), ``dicom`` (series), ``channels`` (several files as the channels
+of one image).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .atomic import (
     write_bytes_atomic,
     write_text_atomic,
 )
+from .dicom import DICOM_SUFFIXES, read_dicom
 from .meta import (
     VolumeIOError,
     VolumeMeta,
@@ -44,10 +47,11 @@ SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + SITK_SUFFIXES
 
 _FORMATS_HINT = (
     "supported formats are NIfTI (.nii, .nii.gz), TIFF (.tif, .tiff), NRRD (.nrrd, .nhdr) "
-    "and MetaImage (.mha, .mhd)"
+    "and MetaImage (.mha, .mhd); DICOM series (a folder or a .dcm file) can be read"
 )
 
 __all__ = [
+    "DICOM_SUFFIXES",
     "METAIMAGE_SUFFIXES",
     "NIFTI_SUFFIXES",
     "NRRD_SUFFIXES",
@@ -62,6 +66,7 @@ __all__ = [
     "file_stem",
     "meta_from_array",
     "read_channels",
+    "read_dicom",
     "read_labels",
     "read_volume",
     "write_bytes_atomic",
@@ -100,7 +105,8 @@ def file_stem(path: Path) -> str:
 
 
 def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
-    """Read a NIfTI, TIFF, NRRD or MetaImage file.
+    """Read a NIfTI, TIFF, NRRD or MetaImage file, or a DICOM series (a folder, or a
+    ``.dcm`` file of the series; see :func:`read_dicom` to pick one of several series).
 
     Returns (image, meta): image is (C, Z, Y, X) for volumes or (C, Y, X) for 2D images
     (C = 1 for single-channel data); 4D NIfTI (i, j, k, c) becomes C channels, TIFF 'C'
@@ -108,6 +114,8 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
     its dtype; floats become float32. NaN values are passed through (training rejects them
     with a clear message). Raises VolumeIOError for missing, corrupt or unsupported files.
     """
+    if Path(path).is_dir() or Path(path).name.lower().endswith(DICOM_SUFFIXES):
+        return read_dicom(path)
     path, suffix = _check_readable(path)
     if suffix in NIFTI_SUFFIXES:
         from .nifti import read_nifti

@@ -1,0 +1,312 @@
+"""The batched blending engine: windows through the network, weighted logits summed.
+
+Windows are processed in order along the first spatial axis (Z for volumes, Y for
+images), and only the slab of the volume covered by the windows in flight is held in the
+accumulators. As soon as no remaining window reaches a slab, that slab is finished (the
+softmax of its blended logits) and handed on as a :class:`Slab`, so a large volume is
+predicted without ever holding ``(K, Z, Y, X)`` float32 probabilities.
+
+:func:`~.sliding.sliding_window_slabs` drives the engine (and its fallbacks when the
+device runs out of memory, see :mod:`.memory`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..config import InferConfig
+from ..events import Info
+from .memory import _oom_errors
+from .windows import importance_map, window_grid
+
+if TYPE_CHECKING:
+    import torch
+
+#: A per-window transform: ``(C, *crop)`` array -> ``(C, *crop)`` float32.
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Slab:
+    """Finished probabilities for ``start <= i < stop`` along the first spatial axis.
+
+    ``probabilities`` is ``(K, stop - start, *rest)`` float32 (e.g. ``(K, dz, Y, X)``).
+    """
+
+    start: int
+    stop: int
+    probabilities: np.ndarray
+
+
+class _Engine:
+    """Accumulators and forward passes for one window size (see sliding_window_slabs).
+
+    ``image`` is ``(C, *spatial)``; the accumulators hold ``(K, cap, *spatial[1:])``
+    weighted logits and ``(cap, *spatial[1:])`` summed weights for the rows
+    ``base <= i < base + cap`` of the first spatial axis.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        image: np.ndarray,
+        window: tuple[int, ...],
+        config: InferConfig,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        batch: int,
+        transform: Transform | None = None,
+    ):
+        import torch
+
+        self.model = model
+        self.image = image
+        self.shape = tuple(image.shape[1:])
+        self.window = window
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.batch = batch
+        self.ndim = len(self.shape)
+        self.starts = window_grid(self.shape, window, config.overlap)
+        # Along each axis: the image range a window reads and where it lands in the window.
+        self.crop = tuple(min(s, w) for s, w in zip(self.shape, window))
+        self.offset = tuple((w - c) // 2 if c < w else 0 for w, c in zip(window, self.crop))
+        self.pad: list[int] = []  # F.pad order: last axis first, (before, after) pairs
+        for w, c, o in reversed(list(zip(window, self.crop, self.offset))):
+            self.pad += [o, w - c - o]
+        self.needs_pad = any(self.pad)
+        self.pad_mode = (
+            "reflect"
+            if all(w - c - o < c and o < c for w, c, o in zip(window, self.crop, self.offset))
+            else "replicate"
+        )
+        imp = importance_map(window, config.blend)
+        sl = tuple(slice(o, o + c) for o, c in zip(self.offset, self.crop))
+        self.weights_np = np.ascontiguousarray(imp[sl])  # (*crop)
+        self.flips: list[tuple[int, ...]] = (
+            [
+                tuple(a + 2 for a in axes)
+                for r in range(self.ndim + 1)
+                for axes in itertools.combinations(range(self.ndim), r)
+            ]
+            if config.tta
+            else [()]
+        )
+        self.cuda = device.type == "cuda"
+        self.acc: torch.Tensor | None = None
+        self.wacc: torch.Tensor | None = None
+        self.weights: torch.Tensor | None = None
+        self.acc_device = device
+        self.acc_dtype = torch.float32
+        self.staging: torch.Tensor | None = None
+        self.pinned_out: torch.Tensor | None = None
+        self.copy_done: torch.cuda.Event | None = None
+        self.transform = transform
+        self.image_t = torch.from_numpy(image) if transform is None else None
+        self.base = 0
+        self.row_length = len(self.starts) // len({s[0] for s in self.starts})
+        self.cap = self._capacity(batch)
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def row_bounded(self, batch: int) -> bool:
+        """Whether batches stay within one row of windows (same start on the first axis):
+        true when a row holds at least ``batch`` windows, so the buffers need only be one
+        window deep."""
+        return self.row_length >= batch
+
+    def _capacity(self, batch: int) -> int:
+        """Rows along the first axis that any ``batch`` consecutive windows span."""
+        z = [s[0] for s in self.starts]
+        c0 = self.crop[0]
+        if self.row_bounded(batch):
+            return c0
+        span = max(z[min(i + batch - 1, len(z) - 1)] - z[i] for i in range(len(z)))
+        return min(self.shape[0], span + c0)
+
+    def allocate(self, k: int) -> Info | None:
+        """Zeroed accumulators ``(K, cap, *rest)`` and weights ``(cap, *rest)``.
+
+        On CUDA with mixed precision they live on the GPU in float16 (half the memory,
+        no transfer per window); when the GPU is too full they fall back to float32 on
+        the host. Returns an :class:`Info` when a fallback was taken, else ``None``.
+        """
+        import torch
+
+        shape = (self.cap, *self.shape[1:])
+        info = None
+        if self.cuda:
+            half = self.dtype in (torch.float16, torch.bfloat16)
+            self.acc_dtype = torch.float16 if half else torch.float32
+            try:
+                self.acc = torch.zeros((k, *shape), dtype=self.acc_dtype, device=self.device)
+                self.wacc = torch.zeros(shape, dtype=self.acc_dtype, device=self.device)
+                self.acc_device = self.device
+            except _oom_errors():
+                self.acc = self.wacc = None
+                torch.cuda.empty_cache()
+                info = Info(
+                    "not enough GPU memory for the blending buffers; blending on the CPU "
+                    "in float32 instead",
+                    level="warning",
+                )
+        if self.acc is None:
+            # numpy-owned memory, so that the buffers show up in numpy/tracemalloc accounting
+            self.acc_device = torch.device("cpu")
+            self.acc_dtype = torch.float32
+            self.acc = torch.from_numpy(np.zeros((k, *shape), dtype=np.float32))
+            self.wacc = torch.from_numpy(np.zeros(shape, dtype=np.float32))
+        self.weights = torch.from_numpy(self.weights_np).to(self.acc_device, self.acc_dtype)
+        return info
+
+    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The accumulators, weight sums and window weights (after :meth:`allocate`)."""
+        if self.acc is None or self.wacc is None or self.weights is None:
+            raise RuntimeError("the blending buffers are used before they were allocated")
+        return self.acc, self.wacc, self.weights
+
+    # ---------------------------------------------------------------- forward
+
+    def _gather(self, starts: list[tuple[int, ...]]) -> torch.Tensor:
+        """Input windows ``(B, C, *window)`` on the device (padded when the image is small)."""
+        import torch
+
+        regions = [(slice(None), *(slice(p, p + c) for p, c in zip(s, self.crop))) for s in starts]
+        if self.transform is None:
+            assert self.image_t is not None  # set in __init__ whenever transform is None
+            crops = [self.image_t[r] for r in regions]
+        else:
+            crops = [
+                torch.from_numpy(np.asarray(self.transform(self.image[r]), dtype=np.float32))
+                for r in regions
+            ]
+        if self.cuda:
+            b = len(crops)
+            shape = (b, self.image.shape[0], *self.crop)
+            if self.staging is None or self.staging.shape[0] < b:
+                self.staging = torch.empty(
+                    (max(b, self.batch), *shape[1:]), dtype=torch.float32
+                ).pin_memory()
+            if self.copy_done is not None:
+                self.copy_done.synchronize()  # the previous copy has left the buffer
+            for i, c in enumerate(crops):
+                self.staging[i].copy_(c)
+            x = self.staging[:b].to(self.device, non_blocking=True)
+            self.copy_done = torch.cuda.Event()
+            self.copy_done.record()
+        else:
+            x = torch.stack(crops)
+        # the sum is finite for finite inputs of any sensible range: a cheap first check
+        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                "the image contains NaN or infinite values; replace them (e.g. with "
+                "numpy.nan_to_num) before predicting"
+            )
+        if self.needs_pad:
+            x = torch.nn.functional.pad(x, self.pad, mode=self.pad_mode)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K, *window)`` float32, averaged over the flips when TTA is on."""
+        import torch
+
+        total: torch.Tensor | None = None
+        for axes in self.flips:
+            xi = torch.flip(x, axes) if axes else x
+            if self.dtype is not None:
+                with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+                    y = self.model(xi)
+            else:
+                y = self.model(xi)
+            if isinstance(y, (list, tuple)):
+                y = y[0]
+            y = y.float()
+            if axes:
+                y = torch.flip(y, axes)
+            total = y if total is None else total + y
+        assert total is not None  # self.flips always holds the identity ()
+        if len(self.flips) > 1:
+            total = total / len(self.flips)
+        return total
+
+    def predict_batch(self, starts: list[tuple[int, ...]]) -> torch.Tensor:
+        """Logits ``(B, K, *crop)`` float32 of the windows at ``starts`` (on the device).
+
+        Touches no accumulator, so running out of memory here can be retried safely.
+        """
+        import torch
+
+        with torch.inference_mode():
+            x = self._gather(starts)
+            logits = self._forward(x)
+            if self.needs_pad:
+                sl = tuple(slice(o, o + c) for o, c in zip(self.offset, self.crop))
+                logits = logits[(slice(None), slice(None), *sl)]
+        return logits
+
+    def accumulate(self, starts: list[tuple[int, ...]], logits: torch.Tensor) -> Info | None:
+        """Add weighted ``logits`` of the windows at ``starts``; returns an Info or None."""
+        import torch
+
+        with torch.inference_mode():
+            info = None
+            if self.acc is None:
+                info = self.allocate(logits.shape[1])
+            acc, wacc, weights = self._buffers()
+            logits = logits.to(self.acc_device)
+            w32 = weights.float()
+            for i, s in enumerate(starts):
+                z0 = s[0] - self.base
+                region = (
+                    slice(z0, z0 + self.crop[0]),
+                    *(slice(p, p + c) for p, c in zip(s[1:], self.crop[1:])),
+                )
+                acc[(slice(None), *region)] += (logits[i] * w32).to(self.acc_dtype)
+                wacc[region] += weights
+        return info
+
+    def finish(self, upto: int) -> Slab | None:
+        """Softmax of the blended logits for ``base <= i < upto``; shift the buffers."""
+        import torch
+
+        d = upto - self.base
+        if d <= 0:
+            return None
+        acc, wacc, _ = self._buffers()
+        with torch.inference_mode():
+            out = np.empty((acc.shape[0], d, *self.shape[1:]), dtype=np.float32)
+            if self.acc_device.type == "cpu":
+                probs = torch.from_numpy(out)
+                torch.div(acc[:, :d], wacc[:d], out=probs)
+            else:
+                probs = acc[:, :d].float() / wacc[:d].float()
+            # softmax over the classes, in place: one slab-sized array and no more
+            probs.sub_(probs.amax(dim=0, keepdim=True)).exp_()
+            probs.div_(probs.sum(dim=0, keepdim=True))
+            if self.acc_device.type != "cpu":
+                if self.cuda:
+                    n = probs.numel()
+                    if self.pinned_out is None or self.pinned_out.numel() < n:
+                        self.pinned_out = torch.empty(
+                            acc.numel(), dtype=torch.float32
+                        ).pin_memory()
+                    host = self.pinned_out[:n].view(probs.shape)
+                    host.copy_(probs)
+                    torch.from_numpy(out).copy_(host)
+                else:
+                    torch.from_numpy(out).copy_(probs.cpu())
+            rest = self.cap - d
+            for j in range(rest):  # slice by slice: no temporary copy of the buffers
+                acc[:, j].copy_(acc[:, j + d])
+                wacc[j].copy_(wacc[j + d])
+            acc[:, rest:] = 0
+            wacc[rest:] = 0
+        slab = Slab(self.base, upto, out)
+        self.base = upto
+        return slab

@@ -1,0 +1,166 @@
+"""Window placement: where the sliding windows go and how much each voxel of one counts.
+
+Shapes and windows are spatial, in array order: ``(Z, Y, X)`` for volumes, ``(Y, X)`` for
+2D images. Images are channels first: ``(C, Z, Y, X)`` / ``(C, Y, X)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Smallest importance weight: the Gaussian is clipped here so that window corners still
+#: count a little (and the sum of weights stays representable in float16).
+MIN_WEIGHT = 1e-3
+#: Gaussian sigma as a fraction of the window size (nnU-Net uses 1/8).
+SIGMA_SCALE = 1.0 / 8.0
+#: Refuse a layout of more windows than this: a window far smaller than the image (e.g.
+#: a 1x1x1 training patch) would run for hours and blend nonsense. A 512^3 volume with
+#: the demo's 48^3 windows needs about 2,200.
+MAX_WINDOWS = 100_000
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Start offsets of windows of ``window`` voxels along an axis of ``size`` voxels.
+
+    The fewest windows such that neighbours share ``int(overlap * window)`` voxels or more,
+    the first at 0 and the last flush with the border. They step by
+    ``int(window * (1 - overlap))`` voxels, the last one moved back to the border, which
+    are MONAI's positions (so the two agree to rounding: 99.999 % of the argmax on the
+    inference benchmark, against 99.3 % when the windows were spread evenly as nnU-Net
+    does). Where that fixed step would need one window more than the minimum (a
+    fractional ``window * (1 - overlap)``), the minimum is kept and spread evenly
+    instead. An axis no longer than the window gets one window at 0 (the image is
+    padded).
+    """
+    if window < 1:
+        raise ValueError(f"the window must be at least 1 voxel wide, not {window}")
+    if size <= window:
+        return [0]
+    span = size - window
+    step = window * (1.0 - overlap)
+    n = math.ceil(span / step - 1e-9) + 1
+    fixed = max(1, int(step))
+    if (n - 1) * fixed >= span:
+        return [min(i * fixed, span) for i in range(n)]
+    return [round(i * span / (n - 1)) for i in range(n)]
+
+
+def window_grid(
+    shape: Sequence[int], window: Sequence[int], overlap: float
+) -> list[tuple[int, ...]]:
+    """All window start positions (one tuple per window), sorted along the first axis.
+
+    ``shape`` and ``window`` are spatial (``(Z, Y, X)`` or ``(Y, X)``).
+    """
+    per_axis = [window_starts(s, w, overlap) for s, w in zip(shape, window)]
+    return list(itertools.product(*per_axis))
+
+
+def count_windows(shape: Sequence[int], window: Sequence[int], overlap: float) -> int:
+    """Number of windows :func:`sliding_window` runs over a ``shape`` (spatial) image."""
+    return math.prod(len(window_starts(s, w, overlap)) for s, w in zip(shape, window))
+
+
+def importance_map(window: Sequence[int], blend: str = "gaussian") -> np.ndarray:
+    """Blending weights of one window, ``window``-shaped float32 with maximum 1.
+
+    ``gaussian``: a product of 1D Gaussians centred on the window with sigma = 1/8 of its
+    size, clipped below at :data:`MIN_WEIGHT`. ``constant``: all ones (plain averaging).
+    """
+    if blend == "constant":
+        return np.ones(tuple(window), dtype=np.float32)
+    if blend != "gaussian":
+        raise ValueError(f"blend must be 'gaussian' or 'constant', not {blend!r}")
+    w = np.ones((), dtype=np.float64)
+    for size in window:
+        centre = (size - 1) / 2.0
+        sigma = max(size * SIGMA_SCALE, 1e-6)
+        g = np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
+        w = np.multiply.outer(w, g)
+    w = w / w.max()
+    return np.maximum(w, MIN_WEIGHT).astype(np.float32)
+
+
+def _fmt(sizes: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in sizes)
+
+
+def check_window_layout(
+    shape: Sequence[int],
+    window: Sequence[int],
+    overlap: float,
+    divisor: Sequence[int] | None = None,
+) -> int:
+    """Refuse windows too small for the image; return the number of windows.
+
+    Args:
+        shape: spatial image shape, ``(Z, Y, X)`` or ``(Y, X)``.
+        window: window size per spatial axis, same order.
+        overlap: fraction of a window shared with its neighbour.
+        divisor: the network's pooling divisor per axis, or ``None`` (not checked).
+
+    Raises:
+        ValueError (one line, suggesting a larger patch size) when the layout needs more
+        than :data:`MAX_WINDOWS` windows, when the windows step by less than one voxel
+        along an axis longer than the window (so most of them repeat a position), or when
+        a window is smaller than ``divisor`` along such an axis (each window would be
+        padded inside the network, which then never sees real context).
+    """
+    n = count_windows(shape, window, overlap)
+    longer = [s > w for s, w in zip(shape, window)]
+    reason = None
+    if n > MAX_WINDOWS:
+        reason = f"more than the limit of {MAX_WINDOWS:,}"
+    elif any(c and w * (1.0 - overlap) < 1.0 for c, w in zip(longer, window)):
+        reason = f"with overlap {overlap:g} they advance by less than one voxel"
+    elif divisor is not None and any(c and w < d for c, w, d in zip(longer, window, divisor)):
+        reason = f"each is smaller than the network's pooling divisor {_fmt(divisor)}"
+    if reason is not None:
+        raise ValueError(
+            f"windows of {_fmt(window)} voxels are too small to predict an image of "
+            f"{_fmt(shape)}: it would take {n:,} windows ({reason}); train with a larger "
+            "patch size (or leave patch_size unset to have it planned) or give a larger window"
+        )
+    return n
+
+
+def _check_image(
+    image: np.ndarray, spatial_dims: int | None = None, convert: bool = True
+) -> np.ndarray:
+    """The image as an array ``(C, Z, Y, X)`` / ``(C, Y, X)``, float32 when ``convert``."""
+    image = np.asarray(image)
+    if image.ndim not in (3, 4):
+        raise ValueError(
+            "the image must be (C, Z, Y, X) for a volume or (C, Y, X) for a 2D image "
+            f"(channels first), got shape {image.shape}"
+        )
+    if spatial_dims is not None and image.ndim != spatial_dims + 1:
+        axes = "(C, Z, Y, X)" if spatial_dims == 3 else "(C, Y, X)"
+        raise ValueError(
+            f"the model is {spatial_dims}D and needs an image {axes}, got shape {image.shape}"
+        )
+    if min(image.shape[1:]) < 1:
+        raise ValueError(f"the image is empty: shape {image.shape}")
+    if convert and image.dtype != np.float32:
+        image = image.astype(np.float32)
+    return image
+
+
+def _check_window(window: Sequence[int], ndim: int) -> tuple[int, ...]:
+    """``window`` as a tuple of ``ndim`` positive ints, or a ValueError saying why not."""
+    try:
+        sizes = tuple(int(w) for w in window)
+    except TypeError as e:
+        raise ValueError(f"the window must be a tuple of sizes, not {window!r}") from e
+    if len(sizes) != ndim:
+        raise ValueError(
+            f"the window {sizes} has {len(sizes)} sizes but the image has {ndim} spatial "
+            "axes; give one size per axis"
+        )
+    if min(sizes) < 1:
+        raise ValueError(f"window sizes must be positive, got {sizes}")
+    return sizes
