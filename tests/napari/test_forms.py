@@ -72,6 +72,9 @@ def test_values_go_through_the_core(qapp):
     form_widget(form, "data.patch_size").value = "8, sixteen"
     with pytest.raises(ConfigError, match=r"data\.patch_size"):
         apply_form(form)
+    form3 = settings_form(("data",), only=("data.validation_cases",))
+    form_widget(form3, "data.validation_cases").value = "case_a, case_b"
+    assert apply_form(form3).data.validation_cases == ["case_a", "case_b"]
     form2 = settings_form(("data",), only=("data.percentiles",))
     form_widget(form2, "data.percentiles").value = "1, 2, 3"
     with pytest.raises(ConfigError, match=r"data\.percentiles"):

@@ -93,10 +93,11 @@ def test_predict_threshold_and_export(
     # --- the current model (as published by the Train widget)
     model_state(viewer).set(sem_ckpt, "trained in this viewer")
     assert "semantic model" in widget.model_label.text()
-    widget.image_list.set_checked(["scan", "other channel"])  # two channels: incompatible
-    with qtbot.waitSignal(widget.runner.finished, timeout=60_000):
-        qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
-    assert "channel" in errors[-1]
+    viewer.add_image(np.stack([image, image]), name="two channels", scale=SPACING)
+    widget.image_list.set_checked(["two channels"])  # two channels: incompatible
+    qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
+    assert not widget.runner.running
+    assert "expects 1 channel" in errors[-1]
     assert "scan prediction" not in viewer.layers
     widget.image_list.set_checked(["scan"])
     _run(qtbot, widget)
@@ -178,7 +179,9 @@ def test_cancel_and_close_during_prediction(make_napari_viewer, qtbot, data, mod
     sem_ckpt, _path = models
     calls: list = []
 
-    def slow_predict(checkpoint, img, config=None, *, keep_probabilities=True, cancel=None):
+    def slow_predict(
+        checkpoint, img, config=None, *, spacing=None, keep_probabilities=True, cancel=None
+    ):
         calls.append(cancel)
         for i in range(100_000):
             if cancel.cancelled:
@@ -191,10 +194,11 @@ def test_cancel_and_close_during_prediction(make_napari_viewer, qtbot, data, mod
     monkeypatch.setattr("napari_unetseg.core.inference.predict", slow_predict)
     viewer = make_napari_viewer()
     viewer.add_image(image, name="scan")
+    viewer.add_image(image, name="scan 2")
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
     model_state(viewer).set(sem_ckpt)
-    widget.image_list.set_checked(["scan"])
+    widget.image_list.set_checked(["scan", "scan 2"])
     n_layers = len(viewer.layers)
 
     qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
@@ -204,6 +208,7 @@ def test_cancel_and_close_during_prediction(make_napari_viewer, qtbot, data, mod
     with qtbot.waitSignal(widget.runner.finished, timeout=30_000):
         qtbot.mouseClick(widget.cancel_btn, Qt.LeftButton)
     assert calls[0].cancelled
+    assert len(calls) == 1  # the second image is not started after Cancel
     assert widget.last_done.cancelled
     assert widget.progress.text() == "cancelled"
     assert widget.run_btn.isEnabled()
@@ -261,3 +266,40 @@ def test_edited_predictions_are_kept_and_colours_match(
     assert warnings
     assert "nothing was found" in warnings[-1]
     assert "Threshold" in warnings[-1]
+
+
+def test_several_images_with_progress_across_cases(
+    make_napari_viewer, qtbot, data, models, monkeypatch
+):
+    image, _semantic, _instances = data
+    sem_ckpt, _path = models
+    viewer = make_napari_viewer()
+    for k in range(3):
+        viewer.add_image(np.roll(image, 2 * k, axis=2), name=f"case{k}", scale=SPACING)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    model_state(viewer).set(sem_ckpt)
+    widget.image_list.set_checked(["case0", "case1", "case2"])
+    seen: list[tuple[int, int]] = []
+    formats: list[str] = []
+    original = widget._on_event
+
+    def spy(ev, ckpt):
+        original(ev, ckpt)
+        seen.append((widget.progress.value(), widget.progress.maximum()))
+        formats.append(widget.progress.text())
+
+    monkeypatch.setattr(widget, "_on_event", spy)
+    _run(qtbot, widget)
+    for k in range(3):
+        layer = viewer.layers[f"case{k} prediction"]
+        assert layer.data.shape == SHAPE
+        np.testing.assert_allclose(layer.scale, SPACING)
+        probs = widget.results[f"case{k}"].probabilities
+        np.testing.assert_array_equal(np.asarray(layer.data), np.argmax(probs, axis=0))
+    # one progress bar over the three cases: never going back, naming the case
+    values = [v for v, _m in seen]
+    assert values == sorted(values)
+    assert seen[-1][1] == 3000
+    assert any(f.startswith("3/3 case2") for f in formats)
+    assert widget.progress.text() == "done"

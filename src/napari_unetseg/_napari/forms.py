@@ -52,15 +52,17 @@ def _is_sequence(tp: Any) -> bool:
 def _text_of(value: Any) -> str:
     if value is None:
         return ""
-    return ", ".join(json.dumps(v) for v in value)
+    return ", ".join(v if isinstance(v, str) else json.dumps(v) for v in value)
 
 
-def _parse_list(key: str, text: str) -> Any:
-    """``"8, 16, 16"`` or ``"8x16x16"`` -> [8, 16, 16]; empty -> None. Types and bounds
-    are left to the core."""
+def _parse_list(key: str, text: str, base: Any = None) -> Any:
+    """``"8, 16, 16"`` or ``"8x16x16"`` -> [8, 16, 16]; ``"a, b"`` -> ["a", "b"] for a
+    list of text; empty -> None. Types and bounds are left to the core."""
     text = text.strip()
     if not text or text.lower() == "auto":
         return None
+    if typing.get_args(base) and typing.get_args(base)[0] is str:
+        return [part.strip() for part in text.split(",") if part.strip()]
     body = text.strip("[]()").replace("x", ",").replace(";", ",")
     try:
         return json.loads(f"[{body}]")
@@ -174,8 +176,9 @@ def form_values(form: Container) -> dict[str, Any]:
         if isinstance(w, LineEdit) and not isinstance(value, type(None)):
             from ..core.config import spec_of
 
-            if _is_sequence(spec_of(key).base_type):
-                value = _parse_list(key, value)
+            base = spec_of(key).base_type
+            if _is_sequence(base):
+                value = _parse_list(key, value, base)
         out[key] = value
     return out
 

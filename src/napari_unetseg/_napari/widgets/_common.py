@@ -59,6 +59,12 @@ def spatial_shape(layer: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in np.shape(layer.data)[-nd:])
 
 
+def channel_count(layer: Any) -> int:
+    """Channels a layer contributes: the product of its non-spatial leading axes."""
+    shape = np.shape(layer.data)
+    return int(np.prod(shape[: len(shape) - spatial_ndim(layer)], dtype=int))
+
+
 def image_array(layers: Sequence[Any]) -> np.ndarray:
     """Stack image layers into one float32 array (C, *spatial).
 

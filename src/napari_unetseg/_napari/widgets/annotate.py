@@ -38,11 +38,10 @@ from ._common import (
     spatial_shape,
 )
 from ._dock import ScrollingDock
-from .annotate_summary import format_summary
+from .annotate_summary import MARK_SLICE_KEY, format_summary, keys_text, next_step
 from .pickers import LayerCombo, is_annotation
 from .simulate import SimulateBox
 
-MARK_SLICE_KEY = "Shift-C"
 KINDS = {"classes (semantic)": "semantic", "objects (instances)": "instances"}
 
 
@@ -218,12 +217,8 @@ class AnnotateWidget(ScrollingDock):
 
     def _update_keys_label(self) -> None:
         layer = self._watched
-        if layer is not None and layer.metadata.get(TASK_KEY) == "instances":
-            text = "Keys: 1 background · M new object (next free id)"
-        else:
-            names = self.class_names()[:9]
-            text = "Keys: " + " · ".join(f"{k} {n}" for k, n in enumerate(names, start=1))
-        self.keys_label.setText(f"{text} · {MARK_SLICE_KEY} mark slice complete")
+        instances = layer is not None and layer.metadata.get(TASK_KEY) == "instances"
+        self.keys_label.setText(keys_text(self.class_names(), instances))
 
     # ------------------------------------------------------------------ actions
 
@@ -391,23 +386,9 @@ class AnnotateWidget(ScrollingDock):
 
     def _update_next_step(self, *_) -> None:
         try:
-            images = [la for la in self.viewer.layers if type(la).__name__ == "Image"]
+            has_image = any(type(la).__name__ == "Image" for la in self.viewer.layers)
             layer = self.annotation_combo.value
-            if not images:
-                text = (
-                    "open an image (File > Open) or the sample (File > Open Sample > "
-                    "napari-unetseg), then press New annotation layer"
-                )
-            elif layer is None:
-                text = "choose the image and classes, then press New annotation layer"
-            elif not self.summary or not self.summary.get("annotated_voxels"):
-                text = (
-                    "paint some objects in one slice (keys 2-9 pick the class), then "
-                    f"Mark slice complete ({MARK_SLICE_KEY})"
-                )
-            else:
-                text = "annotate a few more slices (along other axes too), then open Train"
-            self.set_next_step(text)
+            self.set_next_step(next_step(has_image, layer is not None, self.summary))
         except RuntimeError:  # deleted with its dock
             pass
 

@@ -1,6 +1,36 @@
-"""The annotation summary line of the Annotate widget (from core ``annotation_summary``)."""
+"""Texts of the Annotate widget: the annotation summary (from core
+``annotation_summary``), the key help line and the next-step line."""
 
 from __future__ import annotations
+
+MARK_SLICE_KEY = "Shift-C"
+
+
+def keys_text(class_names: list[str], instances: bool) -> str:
+    """ "Keys: 1 background · 2 cell · …" (keys 1-9 pick annotation values)."""
+    if instances:
+        text = "Keys: 1 background · M new object (next free id)"
+    else:
+        names = class_names[:9]
+        text = "Keys: " + " · ".join(f"{k} {n}" for k, n in enumerate(names, start=1))
+    return f"{text} · {MARK_SLICE_KEY} mark slice complete"
+
+
+def next_step(has_image: bool, has_layer: bool, summary: dict | None) -> str:
+    """What the user should do next, from an empty viewer to a few annotated slices."""
+    if not has_image:
+        return (
+            "open an image (File > Open) or the sample (File > Open Sample > "
+            "napari-unetseg), then press New annotation layer"
+        )
+    if not has_layer:
+        return "choose the image and classes, then press New annotation layer"
+    if not summary or not summary.get("annotated_voxels"):
+        return (
+            "paint some objects in one slice (keys 2-9 pick the class), then "
+            f"Mark slice complete ({MARK_SLICE_KEY})"
+        )
+    return "annotate a few more slices (along other axes too), then open Train"
 
 
 def format_summary(s: dict, ndim: int = 3) -> str:

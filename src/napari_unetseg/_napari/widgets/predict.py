@@ -10,17 +10,16 @@ labels then go to a new layer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -31,14 +30,33 @@ from ...core.events import Done, Info, Progress
 from ..forms import apply_form, form_widget, settings_form
 from ..state import model_state
 from ..workers import EventRunner
-from ._common import StopsWorkWhenGone, image_array, notify_error, notify_info, stop_work_on_close
+from ._common import (
+    StopsWorkWhenGone,
+    channel_count,
+    image_array,
+    notify_error,
+    spacing_of,
+    stop_work_on_close,
+)
 from ._dock import ScrollingDock
 from .device import DeviceCombo
+from .export import ExportBox
 from .model_box import ModelBox
-from .pickers import LayerChecklist, LayerCombo, is_prediction
+from .pickers import LayerChecklist
 from .results import ResultLayers
 
 RUN_SETTINGS = ("infer.tta",)
+
+
+@dataclass
+class CaseStart:
+    """The worker starts predicting case ``index`` of ``total`` (image layer ``source``)."""
+
+    index: int
+    total: int
+    source: Any
+
+
 LABEL_SETTINGS = ("infer.threshold", "infer.interior_threshold", "infer.min_size")
 
 
@@ -58,6 +76,7 @@ class PredictWidget(StopsWorkWhenGone, ScrollingDock):
         self.runner = EventRunner()
         self._synced: Any = None  # the checkpoint whose settings the controls hold
         self._made_with: dict[str, Any] = {}
+        self._case: CaseStart | None = None
         self.results: dict[str, Any] = {}
         self.outputs = ResultLayers(self.viewer)
         self.last_done: Done | None = None
@@ -71,8 +90,11 @@ class PredictWidget(StopsWorkWhenGone, ScrollingDock):
         box = QGroupBox("Predict")
         form = QFormLayout(box)
         self.image_list = LayerChecklist(self.viewer, "image")
-        self.image_list.setToolTip("One checked layer per model input channel")
-        form.addRow("Image channel(s)", self.image_list)
+        self.image_list.setToolTip(
+            "Images to predict, one after the other; for a model of several channels, "
+            "check each image's channel layers in order"
+        )
+        form.addRow("Image(s)", self.image_list)
         self.run_form = settings_form(("infer",), only=RUN_SETTINGS)
         form.addRow(self.run_form.native)
         self.device_combo = DeviceCombo()
@@ -103,15 +125,9 @@ class PredictWidget(StopsWorkWhenGone, ScrollingDock):
         self._recompute_timer.timeout.connect(lambda: self._guard(self.recompute))
         self.labels_form.changed.connect(lambda *_: self._recompute_timer.start())
 
-        box = QGroupBox("Export labels")
-        form = QFormLayout(box)
-        self.export_combo = LayerCombo(self.viewer, "labels", prefer=is_prediction)
-        form.addRow("Layer", self.export_combo)
-        self.export_btn = QPushButton("Export as NIfTI…")
-        self.export_btn.setToolTip("Saved with the source image's affine and header")
-        self.export_btn.clicked.connect(self._export_dialog)
-        form.addRow(self.export_btn)
-        layout.addWidget(box)
+        self.export_box = ExportBox(self.viewer, confirm=lambda p: self.confirm_overwrite(p))
+        self.export_combo, self.export_btn = self.export_box.combo, self.export_box.button
+        layout.addWidget(self.export_box)
         layout.addStretch(1)
 
         self.state.changed.connect(self._model_changed)
@@ -167,35 +183,75 @@ class PredictWidget(StopsWorkWhenGone, ScrollingDock):
 
     # ------------------------------------------------------------------ run
 
+    def cases_to_predict(self, ckpt) -> list[tuple[Any, np.ndarray]]:
+        """The checked image layers grouped into cases of the model's channel count
+        (a one-channel model: every checked image is a case), as (first layer, image
+        (C, *spatial)) pairs in layer-list order."""
+        layers = self.image_list.layers()
+        if not layers:
+            raise ValueError("check the image layer(s) to predict")
+        wanted = int(ckpt.config.model.in_channels)
+        groups: list[list] = []
+        current: list = []
+        count = 0
+        for layer in layers:
+            current.append(layer)
+            count += channel_count(layer)
+            if count >= wanted:
+                if count > wanted:
+                    raise ValueError(
+                        f"the model expects {wanted} channel(s) per image; the checked "
+                        f"layers {[la.name for la in current]} give {count}: check the "
+                        f"channels of each image in order"
+                    )
+                groups.append(current)
+                current, count = [], 0
+        if current:
+            raise ValueError(
+                f"the model expects {wanted} channel(s) per image; "
+                f"{[la.name for la in current]} are left over"
+            )
+        return [(group[0], image_array(group)) for group in groups]
+
     def run(self):
-        """Predict the checked image layer(s) in the background. Returns the worker."""
+        """Predict the checked image(s) in the background, one case after the other.
+        Returns the worker."""
         if self.runner.running:
             raise RuntimeError("a prediction is already running")
         ckpt = self.checkpoint
         if ckpt is None:
             raise ValueError("no model: train one in the Train widget or load a model file")
-        layers = self.image_list.layers()
-        image = image_array(layers)
-        source = layers[0]
+        jobs = self.cases_to_predict(ckpt)
         infer = self.infer_config(ckpt)
-        self._made_with = {"threshold": None, "interior": infer.interior_threshold}
-        self._made_with["min_size"] = infer.min_size
+        self._made_with = {"interior": infer.interior_threshold, "min_size": infer.min_size}
         self.last_done = None
+        self._case = None
+        n = len(jobs)
 
         def factory(token):
             from ...core.inference import predict
 
-            return predict(ckpt, image, infer, keep_probabilities=True, cancel=token)
+            for i, (source, image) in enumerate(jobs):
+                if token.cancelled:
+                    return
+                yield CaseStart(i, n, source)
+                yield from predict(
+                    ckpt,
+                    image,
+                    infer,
+                    spacing=spacing_of(source),
+                    keep_probabilities=True,
+                    cancel=token,
+                )
 
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting…")
         self._set_running(True)
-
-        def on_event(ev):
-            self._on_event(ev, source, ckpt)
-
         return self.runner.start(
-            factory, on_event, on_error=self._on_error, on_finished=self._on_finished
+            factory,
+            lambda ev: self._on_event(ev, ckpt),
+            on_error=self._on_error,
+            on_finished=self._on_finished,
         )
 
     def cancel(self) -> None:
@@ -203,17 +259,26 @@ class PredictWidget(StopsWorkWhenGone, ScrollingDock):
             self.runner.stop()
             self.progress.setFormat("cancelling…")
 
-    def _on_event(self, ev, source, ckpt) -> None:
-        if isinstance(ev, Progress):
-            self.progress.setRange(0, max(ev.total, 1))
-            self.progress.setValue(ev.done)
-            self.progress.setFormat(f"{ev.stage} {ev.done}/{ev.total}".strip())
+    def _on_event(self, ev, ckpt) -> None:
+        case = self._case
+        prefix = f"{case.index + 1}/{case.total} {case.source.name}: " if case else ""
+        if isinstance(ev, CaseStart):
+            self._case = ev
+            self.progress.setRange(0, 1000 * ev.total)
+            self.progress.setValue(1000 * ev.index)
+            self.progress.setFormat(f"{ev.index + 1}/{ev.total} {ev.source.name}")
+        elif isinstance(ev, Progress):
+            done = 1000 * (case.index if case else 0) + 1000 * ev.done // max(ev.total, 1)
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{prefix}{ev.stage} {ev.done}/{ev.total}".strip())
         elif isinstance(ev, Info):
-            self.progress.setFormat(ev.message[:80])
+            self.progress.setFormat(f"{prefix}{ev.message}"[:80])
         elif isinstance(ev, Done):
-            self.last_done = ev
-            if ev.cancelled or ev.result is None:
+            if self.last_done is None or not self.last_done.cancelled:
+                self.last_done = ev
+            if ev.cancelled or ev.result is None or case is None:
                 return
+            source = case.source
             self.results[source.name] = ev.result
             self.outputs.show(source, ev.result, ckpt)
             if ev.result.probabilities is not None and self._settings_moved(ev.result):
@@ -222,7 +287,7 @@ class PredictWidget(StopsWorkWhenGone, ScrollingDock):
             layer = self.outputs.main_layer(source.name)
             if layer is not None:
                 self.export_combo.refresh()
-                self.export_combo.set_value(layer)
+                self.export_combo.set_value(layer, chosen=False)
 
     def _settings_moved(self, pred) -> bool:
         now = self.infer_config(self.checkpoint) if self.checkpoint is not None else None
@@ -281,48 +346,13 @@ class PredictWidget(StopsWorkWhenGone, ScrollingDock):
     # ------------------------------------------------------------------ export
 
     def export_to(self, layer, path) -> Path | None:
-        """Save a labels layer as NIfTI with its source image's geometry. Asks before
-        replacing an existing file; returns the path, or None when the user declined."""
-        from ...core.io import write_labels
-        from ..writer import meta_for_layer
-
-        if layer is None:
-            raise ValueError("choose a labels layer to export")
-        path = Path(path)
-        if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
-            path = path.with_name(path.name + ".nii.gz")
-        if path.exists() and not self.confirm_overwrite(path):
-            return None
-        meta = meta_for_layer(layer, self.viewer)
-        out = Path(write_labels(np.asarray(layer.data), meta, path, overwrite=True))
-        notify_info(f"saved {layer.name!r} to {out}")
-        return out
+        """Save a labels layer as NIfTI with its source image's geometry; see
+        :meth:`ExportBox.export_to`."""
+        return self.export_box.export_to(layer, path)
 
     def confirm_overwrite(self, path: Path) -> bool:
         """Ask the user whether to replace ``path`` (tests replace this method)."""
-        answer = QMessageBox.question(
-            self,
-            "Replace file?",
-            f"{path} exists. Replace it?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
-        )
-        return answer == QMessageBox.Yes
-
-    def _export_dialog(self) -> None:
-        layer = self.export_combo.value
-        if layer is None:
-            notify_error("choose a labels layer to export")
-            return
-        path, _ = QFileDialog.getSaveFileName(
-            self,
-            "Export labels",
-            f"{layer.name}.nii.gz",
-            "NIfTI (*.nii.gz *.nii)",
-            options=QFileDialog.DontConfirmOverwrite,
-        )
-        if path:
-            self._guard(lambda: self.export_to(layer, path))
+        return self.export_box.ask_overwrite(path)
 
     # ------------------------------------------------------------------ Qt glue
 

@@ -9,11 +9,13 @@ when the widget opens.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton
 
+from ...core.cases import Case
 from ...core.config import Config
 from ...core.events import Done, Info, Preview, Validation
 from ..state import model_state
@@ -34,6 +36,7 @@ from .pickers import LayerChecklist, LayerCombo, is_annotation
 from .preview import PREVIEW_LAYER, show_preview
 from .train_feedback import TrainFeedback
 from .train_settings import TrainSettings
+from .training_set import Pair, TrainingSet
 
 __all__ = ["PREVIEW_LAYER", "TrainWidget"]
 
@@ -77,6 +80,12 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
             "Optional dense reference of the same image to validate on"
         )
         form.addRow("Validation", self.validation_combo)
+        self.training_set = TrainingSet(self.viewer, self.current_pair)
+        self.training_set.add_btn.clicked.connect(
+            lambda: self._guard(self.training_set.add_current)
+        )
+        self.training_set.export_btn.clicked.connect(lambda: self._guard(self.export_dialog))
+        form.addRow("Training set", self.training_set)
         layout.addWidget(box)
 
         # ---------------------------------------------------------------- settings
@@ -140,28 +149,45 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
         """The Config for a run from the settings (each value checked by the core)."""
         return self.settings.build_config(class_names)
 
+    def current_pair(self) -> tuple[list, Any]:
+        """The image layers and annotation layer the pickers show."""
+        return self.image_list.layers(), self.annotation_combo.value
+
     def _gather(self) -> dict:
         """Copy the inputs off the layers (main thread) so that painting during training
-        cannot race with the worker. Shapes and contents are checked by the Trainer."""
-        images = self.image_list.layers()
-        if not images:
-            raise ValueError("check at least one image layer (one per channel)")
-        ann_layer = self.annotation_combo.value
-        if ann_layer is None:
-            raise ValueError("choose the annotation layer (make one in the Annotate widget)")
-        image = image_array(images)
-        annotation = np.array(ann_layer.data, copy=True)
-        val_layer = self.validation_combo.value
-        validation = None if val_layer is None else (image, np.asarray(val_layer.data))
-        names = list(ann_layer.metadata.get(CLASSES_KEY) or [])
+        cannot race with the worker: the training set's rows, or the pair the pickers
+        show. Shapes and contents are checked by the Trainer."""
+        if self.training_set.pairs:
+            pairs = self.training_set.pairs
+            cases = self.training_set.cases()
+            validation = None  # cases (3+) or annotated slices are held out
+        else:
+            images, ann_layer = self.current_pair()
+            if not images:
+                raise ValueError("check at least one image layer (one per channel)")
+            if ann_layer is None:
+                raise ValueError("choose the annotation layer (make one in the Annotate widget)")
+            pairs = [Pair(images, ann_layer)]
+            cases = [
+                Case(
+                    images[0].name,
+                    image_array(images),
+                    np.array(ann_layer.data, copy=True),
+                    spacing_of(images[0]),
+                )
+            ]
+            val_layer = self.validation_combo.value
+            validation = (
+                None if val_layer is None else (cases[0].image, np.asarray(val_layer.data))
+            )
+        first = pairs[0]
+        names = list(first.annotation.metadata.get(CLASSES_KEY) or [])
         return {
-            "image": image,
-            "annotation": annotation,
+            "cases": cases,
             "validation": validation,
             "config": self.build_config(names),
-            "spacing": spacing_of(images[0]),
-            "source": images[0],
-            "annotation_layer": ann_layer,
+            "source": first.images[0],
+            "annotation_layer": first.annotation,
         }
 
     # ------------------------------------------------------------------ actions
@@ -187,10 +213,8 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
             from ...core.training import Trainer
 
             trainer = Trainer(
-                inputs["image"],
-                inputs["annotation"],
-                cfg,
-                spacing=inputs["spacing"],
+                config=cfg,
+                cases=inputs["cases"],
                 validation=inputs["validation"],
                 resume=resume,
                 cancel=token,
@@ -198,8 +222,12 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
             self.trainer = trainer
             req = self._preview_request
             if req is not None:
-                trainer.set_preview(*req)
-            return trainer.run()
+                with contextlib.suppress(ValueError):  # the first case is another size
+                    trainer.set_preview(*req)
+            try:
+                yield from trainer.run()
+            finally:
+                trainer.close()
 
         self.feedback.start(cfg.train.iterations, int(getattr(resume, "iterations", 0) or 0))
         self._set_running(True)
@@ -220,8 +248,9 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
             from ...core.planning import make_plan
 
             device, description = select_device(cfg.train.device)
-            shape = inputs["image"].shape
-            plan = make_plan(shape[1:], inputs["spacing"], shape[0], cfg, device=device)
+            case = inputs["cases"][0]
+            shape = case.image.shape
+            plan = make_plan(shape[1:], case.spacing, shape[0], cfg, device=device)
             yield Info(f"{description}: {plan.describe()}")
 
         def on_event(ev):
@@ -249,6 +278,25 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
         if self.runner.running:
             self.runner.stop()
             self.progress.setFormat("stopping…")
+
+    def export_dialog(self):
+        """Ask for a folder and write the training set there (nnU-Net layout)."""
+        return self.training_set.export_dialog(self.export_class_names())
+
+    def export_class_names(self) -> list[str]:
+        """Foreground class names of the training set (from the first annotation layer,
+        the rest named by the core)."""
+        from ...core.annotations import annotation_summary
+
+        pairs = self.training_set.pairs
+        if not pairs:
+            raise ValueError("the training set is empty: add image/annotation pairs first")
+        names = list(pairs[0].annotation.metadata.get(CLASSES_KEY) or [])
+        found: dict[str, None] = {}
+        for p in pairs:
+            counts = annotation_summary(np.asarray(p.annotation.data), class_names=names)
+            found.update(dict.fromkeys(n for n in counts["voxels_per_class"] if n != "background"))
+        return list(found)
 
     def save_to(self, path):
         """Save the current model as a .safetensors checkpoint; returns the path."""

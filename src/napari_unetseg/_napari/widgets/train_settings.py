@@ -23,8 +23,8 @@ BASIC_SETTINGS = (
     "data.augment",
     "data.validation_fraction",
 )
-#: Not in the forms: set from the data, or shown by a dedicated control.
-NOT_IN_FORM = ("model.spatial_dims", "train.device")
+#: Not in the forms: shown by a dedicated control.
+NOT_IN_FORM = ("train.device",)
 
 
 class TrainSettings(QGroupBox):
