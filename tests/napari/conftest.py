@@ -17,9 +17,11 @@ import pytest
 
 def _gui_unavailable() -> str | None:
     """The reason a napari viewer cannot be opened here, or None when it can."""
-    for module in ("napari", "qtpy", "PyQt5"):
+    for module in ("napari", "qtpy"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed (pip install 'napari-unetseg[all]')"
+    if not any(importlib.util.find_spec(m) for m in ("PyQt6", "PySide6", "PyQt5", "PySide2")):
+        return "no Qt binding is installed (pip install 'napari-unetseg[all]' for PyQt6)"
     if os.environ.get("QT_QPA_PLATFORM", "") == "offscreen":
         return "QT_QPA_PLATFORM=offscreen cannot draw napari layers; unset it and use Xvfb"
     if sys.platform.startswith("linux"):

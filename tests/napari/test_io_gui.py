@@ -194,3 +194,31 @@ def test_writer_refuses_mask_of_other_shape_than_its_image(scan, tmp_path):
     attrs = {"scale": meta.spacing, "metadata": {"unetseg_meta": meta}}
     with pytest.raises(VolumeIOError, match="voxel for voxel"):
         write_labels(str(tmp_path / "m.nii.gz"), np.zeros((6, 12, 9), np.uint8), attrs)
+
+
+@pytest.mark.gui
+def test_nifti_opens_with_this_plugin_without_asking(make_napari_viewer, scan):
+    """napari's builtin reader also claims *.nii(.gz); once the plugin is open, NIfTI
+    files open with its reader without napari's "Choose reader" dialog."""
+    from napari.errors import MultipleReaderError
+    from napari.settings import get_settings
+
+    from napari_unetseg._napari.widgets.annotate import AnnotateWidget
+
+    path, _data = scan
+    settings = get_settings().plugins
+    settings.extension2reader = {}
+    viewer = make_napari_viewer()
+    # plugin=None is what File > Open does: with two readers and no preference napari
+    # raises MultipleReaderError, on which the window shows its "Choose reader" dialog
+    with pytest.raises(MultipleReaderError):
+        viewer.open(str(path), plugin=None)
+    viewer.window.add_dock_widget(AnnotateWidget(viewer))
+    assert settings.extension2reader["*.nii.gz"] == PLUGIN
+    (layer,) = viewer.open(str(path), plugin=None)
+    assert isinstance(layer.metadata["unetseg_meta"], VolumeMeta)
+    # a reader the user chose is kept
+    settings.extension2reader = {"*.nii": "napari"}
+    AnnotateWidget(viewer).close()
+    assert settings.extension2reader["*.nii"] == "napari"
+    assert settings.extension2reader["*.nii.gz"] == PLUGIN

@@ -131,3 +131,109 @@ def test_simulate_from_ground_truth(setup, qtbot):
         assert layer.metadata["unetseg_task"] == ("instances" if is_instances else "semantic")
         np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
         assert widget.annotation_combo.value is layer
+
+
+def _errors(monkeypatch) -> list[str]:
+    errors: list[str] = []
+    monkeypatch.setattr("napari_unetseg._napari.widgets.annotate._notify_error", errors.append)
+    return errors
+
+
+def test_acts_only_on_annotation_layers_and_never_on_hidden_ones(setup, qtbot, monkeypatch):
+    viewer, widget, _sem, _inst, _meta = setup
+    errors = _errors(monkeypatch)
+    truth = viewer.layers["truth"]
+    before = np.array(truth.data, copy=True)
+    # a labels layer the plugin did not make is not written into
+    widget.annotation_combo.set_value(truth)
+    viewer.dims.set_current_step(0, 3)
+    viewer.keymap[KeyBinding.from_str(MARK_SLICE_KEY)](viewer)
+    np.testing.assert_array_equal(np.asarray(truth.data), before)
+    assert "not an annotation layer" in errors[-1]
+
+    # ... until the user picks it as annotation in the widget's Layer list
+    index = widget.annotation_combo.findText("truth")
+    widget.annotation_combo.activated.emit(index)
+    assert truth.metadata["unetseg_role"] == "annotation"
+    # a hidden layer is never written into
+    truth.visible = False
+    qtbot.mouseClick(widget.mark_btn, Qt.LeftButton)
+    np.testing.assert_array_equal(np.asarray(truth.data), before)
+    assert "hidden" in errors[-1]
+    truth.visible = True
+    qtbot.mouseClick(widget.mark_btn, Qt.LeftButton)
+    marked = np.asarray(truth.data)
+    assert (marked[3] > 0).all()
+    np.testing.assert_array_equal(marked[3][before[3] > 0], before[3][before[3] > 0])
+
+
+def test_instance_layer_new_ids_colours_and_object_count(setup, qtbot):
+    from napari.layers.labels._labels_key_bindings import new_label
+    from napari.utils.colormaps import label_colormap
+
+    viewer, widget, _sem, _inst, _meta = setup
+    widget.image_combo.set_value("scan")
+    widget.kind_combo.setCurrentText("objects (instances)")
+    qtbot.mouseClick(widget.new_btn, Qt.LeftButton)
+    layer = viewer.layers["scan objects"]
+    assert layer.metadata["unetseg_task"] == "instances"
+    assert layer.selected_label == 2
+    assert "M new object" in widget.keys_label.text()
+    layer.data_setitem((np.array([4]), np.array([2]), np.array([2])), 2)
+    new_label(layer)  # napari's "new label" (key M): the next free id
+    assert layer.selected_label == 3
+    layer.data_setitem((np.array([4]), np.array([9]), np.array([9])), 3)
+    new_label(layer)
+    assert layer.selected_label == 4
+    # object ids in napari's default Labels colours; background faint grey
+    default = label_colormap(49, 0.5, background_value=0)
+    for v in (2, 3, 4, 90):
+        layer.selected_label = v
+        np.testing.assert_allclose(layer.colormap.map(v), default.map(v))
+    assert layer.colormap.map(1)[3] < 0.6
+    qtbot.waitUntil(lambda: widget.summary is not None and widget.summary.get("objects") == 2)
+    assert "2 objects" in widget.summary_label.text()
+
+
+def test_keys_pick_classes_and_are_shown(setup, qtbot):
+    viewer, widget, _sem, _inst, _meta = setup
+    widget.set_class_names(["background", "cell", "membrane"])
+    layer = widget.new_annotation_layer(viewer.layers["scan"], kind="semantic")
+    assert "3 membrane" in widget.keys_label.text()
+    assert "1 background" in widget.keys_label.text()
+    layer.keymap[KeyBinding.from_str("3")](layer)
+    assert layer.selected_label == 3
+    assert widget.class_list.currentRow() == 2
+    layer.keymap[KeyBinding.from_str("1")](layer)
+    assert layer.selected_label == 1
+
+
+def test_2d_image_is_marked_whole_and_not_summarised_in_slices(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, _sem, _inst = make_sample(shape=(4, 24, 20), seed=1)
+    viewer.add_image(image[0], name="photo")
+    widget = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    layer = widget.new_annotation_layer()
+    assert layer.data.shape == (24, 20)
+    layer.data_setitem((np.array([3]), np.array([4])), 2)
+    assert widget.mark_slice_complete() == 24 * 20 - 1
+    data = np.asarray(layer.data)
+    assert (data > 0).all()
+    assert data[3, 4] == 2
+    qtbot.waitUntil(lambda: widget.summary is not None and widget.summary["annotated_voxels"] > 0)
+    text = widget.summary_label.text()
+    assert "slices" not in text
+    assert "pixels" in text
+
+
+def test_first_run_line(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert "Open Sample" in widget.header.text()
+    assert "New annotation layer" in widget.header.text()
+    viewer.add_image(np.zeros((4, 8, 8), np.float32), name="img")
+    assert "press New annotation layer" in widget.header.text()
+    widget.new_annotation_layer()
+    assert "Mark slice complete" in widget.header.text()

@@ -23,7 +23,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_semantic_and_instance_tables(make_napari_viewer, qtbot, tmp_path):
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     _image, semantic, instances = make_sample(shape=(12, 30, 34), seed=5)
     pred = semantic.copy()
     pred[:6][pred[:6] == 2] = 0  # lose half of class 2
@@ -49,6 +49,11 @@ def test_semantic_and_instance_tables(make_napari_viewer, qtbot, tmp_path):
     assert rows["b"]["dice"] == pytest.approx(_dice(pred == 2, semantic == 2))
     assert rows["b"]["dice"] < 1.0
     assert rows["b"]["sensitivity"] == pytest.approx((pred == 2).sum() / (semantic == 2).sum())
+    # the table fits the dock: no sideways scrolling
+    viewer.window._qt_window.resize(1366, 768)
+    qtbot.wait(50)
+    assert widget.table.horizontalScrollBar().maximum() == 0
+    assert widget.table.horizontalHeaderItem(1).toolTip() == "dice"
     dice_col = COLUMNS.index("dice")
     assert float(widget.table.item(1, dice_col).text()) == pytest.approx(
         rows["b"]["dice"], abs=1e-4
@@ -81,3 +86,50 @@ def test_semantic_and_instance_tables(make_napari_viewer, qtbot, tmp_path):
     widget.ref_combo.set_value("other")
     with pytest.raises(ValueError, match="shape"):
         widget.compute()
+
+
+def test_per_case_table_with_mean_std_and_regions(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    expected = []
+    for k in range(3):
+        _image, truth, _inst = make_sample(shape=(10, 20, 24), seed=10 + k)
+        pred = truth.copy()
+        pred[: 2 + k][pred[: 2 + k] == 2] = 0  # each case loses a different part of class 2
+        meta = {"unetseg_class_names": ["a", "b"]}
+        ref_layer = viewer.add_labels(truth, name=f"truth{k}", metadata=meta)
+        pred_layer = viewer.add_labels(
+            pred, name=f"pred{k}", metadata={**meta, "unetseg_role": "prediction"}
+        )
+        widget.add_pair(pred_layer, ref_layer)
+        expected.append(_dice(pred == 2, truth == 2))
+    assert widget.case_list.count() == 3
+    widget.regions_edit.setText("all=1,2")
+    qtbot.mouseClick(widget.compute_btn, Qt.LeftButton)
+    assert widget.columns[0] == "case"
+    rows = widget.rows
+    per_case = {(r["case"], r["class"]): r for r in rows}
+    for k in range(3):
+        assert per_case[(f"pred{k}", "b")]["dice"] == pytest.approx(expected[k])
+        assert per_case[(f"pred{k}", "a")]["dice"] == pytest.approx(1.0)
+        assert (f"pred{k}", "region all") in per_case
+    assert per_case[("mean", "b")]["dice"] == pytest.approx(np.mean(expected))
+    assert per_case[("std", "b")]["dice"] == pytest.approx(np.std(expected))
+    assert widget.table.rowCount() == len(rows)
+    assert widget.table.item(len(rows) - 1, 0).text() == "std"
+
+    # --- Save CSV (atomic; case column first)
+    out = widget.save_csv(tmp_path / "cases.csv")
+    with open(out, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0])[:2] == ["case", "class"]
+    assert [r["case"] for r in table].count("mean") == 3  # a, b, region all
+    assert not list(tmp_path.glob("*.tmp*"))
+
+    # --- a bad region is named; removing a layer drops its case
+    widget.regions_edit.setText("WT")
+    with pytest.raises(ValueError, match="WT"):
+        widget.compute()
+    viewer.layers.remove("pred0")
+    assert widget.case_list.count() == 2

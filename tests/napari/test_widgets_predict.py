@@ -12,7 +12,9 @@ pytest.importorskip("napari")
 from qtpy.QtCore import Qt
 
 from napari_unetseg._napari.state import model_state
-from napari_unetseg._napari.widgets.predict import FILE, PredictWidget
+from napari_unetseg._napari.widgets._common import annotation_colormap
+from napari_unetseg._napari.widgets.predict import PredictWidget
+from napari_unetseg._napari.widgets.preview import PREVIEW_LAYER
 from napari_unetseg.core.annotations import sparsify
 from napari_unetseg.core.checkpoint import save_checkpoint
 from napari_unetseg.core.config import Config
@@ -91,9 +93,12 @@ def test_predict_threshold_and_export(
     # --- the current model (as published by the Train widget)
     model_state(viewer).set(sem_ckpt, "trained in this viewer")
     assert "semantic model" in widget.model_label.text()
-    widget.image_list.set_checked(["scan", "other channel"])  # two channels: incompatible
+    viewer.add_image(np.stack([image, image]), name="two channels", scale=SPACING)
+    widget.image_list.set_checked(["two channels"])  # two channels: incompatible
     qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
-    assert "1 channel" in errors[-1]
+    assert not widget.runner.running
+    assert "expects 1 channel" in errors[-1]
+    assert "scan prediction" not in viewer.layers
     widget.image_list.set_checked(["scan"])
     _run(qtbot, widget)
     pred = viewer.layers["scan prediction"]
@@ -111,15 +116,18 @@ def test_predict_threshold_and_export(
     # --- threshold / minimum size from the stored probabilities
     fg = 1.0 - probs[0]
     t = float(np.quantile(fg, 0.7))
-    widget.threshold_spin.setValue(round(t, 2))
+    threshold = widget.setting("infer.threshold")
+    assert threshold.value is None  # auto: the most probable class
+    assert threshold.tooltip  # the schema help
+    threshold.value = round(t, 2)
     qtbot.waitUntil(
-        lambda: (np.asarray(pred.data) > 0).sum() == (fg > widget.threshold_spin.value()).sum(),
+        lambda: (np.asarray(pred.data) > 0).sum() == (fg > threshold.value).sum(),
         timeout=3000,
     )
-    widget.min_size_spin.setValue(10**6)
+    widget.setting("infer.min_size").value = 10**6
     qtbot.waitUntil(lambda: not np.asarray(pred.data).any(), timeout=3000)
-    widget.min_size_spin.setValue(0)
-    widget.threshold_spin.setValue(0.5)
+    widget.setting("infer.min_size").value = 0
+    threshold.value = 0.5
     qtbot.waitUntil(lambda: (np.asarray(pred.data) > 0).sum() == (fg > 0.5).sum(), timeout=3000)
 
     # --- export with the source geometry; asks before replacing a file
@@ -140,11 +148,13 @@ def test_predict_threshold_and_export(
 
     # --- a model loaded from a file: instances with boundary map and watershed labels
     widget.load_from(inst_path)
-    assert widget.model_combo.currentText() == FILE
+    assert model_state(viewer).checkpoint is not sem_ckpt  # the viewer's current model
     assert "instances model" in widget.model_label.text()
+    assert "objects.safetensors" in widget.model_label.text()
     # the model's stored post-processing settings become the widget's
-    assert widget.min_size_spin.value() == 3
-    assert widget.threshold_spin.value() == pytest.approx(0.4)
+    assert widget.setting("infer.min_size").value == 3
+    assert widget.setting("infer.interior_threshold").value == pytest.approx(0.4)
+    assert not widget.setting("infer.threshold").enabled
     _run(qtbot, widget)
     inst_layer = viewer.layers["scan instances"]
     boundary = viewer.layers["scan boundary probability"]
@@ -157,7 +167,7 @@ def test_predict_threshold_and_export(
     np.testing.assert_array_equal(np.asarray(inst_layer.data), result.instances)
     semantic_layer = viewer.layers["scan prediction"]
     np.testing.assert_array_equal(np.asarray(semantic_layer.data), result.instances > 0)
-    widget.min_size_spin.setValue(10**6)
+    widget.setting("infer.min_size").value = 10**6
     qtbot.waitUntil(lambda: not np.asarray(inst_layer.data).any(), timeout=5000)
 
 
@@ -169,7 +179,9 @@ def test_cancel_and_close_during_prediction(make_napari_viewer, qtbot, data, mod
     sem_ckpt, _path = models
     calls: list = []
 
-    def slow_predict(checkpoint, img, config=None, *, keep_probabilities=True, cancel=None):
+    def slow_predict(
+        checkpoint, img, config=None, *, spacing=None, keep_probabilities=True, cancel=None
+    ):
         calls.append(cancel)
         for i in range(100_000):
             if cancel.cancelled:
@@ -182,10 +194,11 @@ def test_cancel_and_close_during_prediction(make_napari_viewer, qtbot, data, mod
     monkeypatch.setattr("napari_unetseg.core.inference.predict", slow_predict)
     viewer = make_napari_viewer()
     viewer.add_image(image, name="scan")
+    viewer.add_image(image, name="scan 2")
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
     model_state(viewer).set(sem_ckpt)
-    widget.image_list.set_checked(["scan"])
+    widget.image_list.set_checked(["scan", "scan 2"])
     n_layers = len(viewer.layers)
 
     qtbot.mouseClick(widget.run_btn, Qt.LeftButton)
@@ -195,6 +208,7 @@ def test_cancel_and_close_during_prediction(make_napari_viewer, qtbot, data, mod
     with qtbot.waitSignal(widget.runner.finished, timeout=30_000):
         qtbot.mouseClick(widget.cancel_btn, Qt.LeftButton)
     assert calls[0].cancelled
+    assert len(calls) == 1  # the second image is not started after Cancel
     assert widget.last_done.cancelled
     assert widget.progress.text() == "cancelled"
     assert widget.run_btn.isEnabled()
@@ -206,3 +220,86 @@ def test_cancel_and_close_during_prediction(make_napari_viewer, qtbot, data, mod
         viewer.window.remove_dock_widget(widget)
     assert calls[1].cancelled
     assert not widget.runner.running
+
+
+def test_edited_predictions_are_kept_and_colours_match(
+    make_napari_viewer, qtbot, data, models, monkeypatch
+):
+    """A prediction layer painted by hand is never overwritten; the training preview is
+    hidden when a prediction arrives; classes keep their colours; an empty prediction
+    says so and what to try."""
+    image, _semantic, _instances = data
+    sem_ckpt, _path = models
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="scan")
+    viewer.add_image(np.zeros((*SHAPE, 4), np.uint8), name=PREVIEW_LAYER, rgb=True)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    model_state(viewer).set(sem_ckpt)
+    widget.image_list.set_checked(["scan"])
+    warnings: list[str] = []
+    monkeypatch.setattr("napari_unetseg._napari.widgets.results._notify_warning", warnings.append)
+    _run(qtbot, widget)
+    pred = viewer.layers["scan prediction"]
+    assert not viewer.layers[PREVIEW_LAYER].visible
+    # predicted class k has the colour of class k in an annotation layer (value k + 1)
+    ann_cmap = annotation_colormap(3)
+    for k in (1, 2):
+        np.testing.assert_allclose(pred.colormap.map(k), ann_cmap.map(k + 1))
+    assert not warnings
+
+    # --- the user corrects the prediction with the brush (napari records a paint)
+    pred.data_setitem((np.array([0]), np.array([0]), np.array([0])), 2)
+    edited = np.array(pred.data, copy=True)
+    widget.setting("infer.threshold").value = 0.3
+    qtbot.waitUntil(lambda: "scan prediction (2)" in viewer.layers, timeout=3000)
+    np.testing.assert_array_equal(np.asarray(pred.data), edited)  # untouched
+    second = viewer.layers["scan prediction (2)"]
+    fg = 1.0 - widget.results["scan"].probabilities[0]
+    assert (np.asarray(second.data) > 0).sum() == (fg > 0.3).sum()
+
+    # --- nothing found: the user is told what to try
+    widget.setting("infer.min_size").value = 10**6
+    _run(qtbot, widget)
+    np.testing.assert_array_equal(np.asarray(pred.data), edited)
+    assert not np.asarray(second.data).any()
+    assert warnings
+    assert "nothing was found" in warnings[-1]
+    assert "Threshold" in warnings[-1]
+
+
+def test_several_images_with_progress_across_cases(
+    make_napari_viewer, qtbot, data, models, monkeypatch
+):
+    image, _semantic, _instances = data
+    sem_ckpt, _path = models
+    viewer = make_napari_viewer()
+    for k in range(3):
+        viewer.add_image(np.roll(image, 2 * k, axis=2), name=f"case{k}", scale=SPACING)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    model_state(viewer).set(sem_ckpt)
+    widget.image_list.set_checked(["case0", "case1", "case2"])
+    seen: list[tuple[int, int]] = []
+    formats: list[str] = []
+    original = widget._on_event
+
+    def spy(ev, ckpt):
+        original(ev, ckpt)
+        seen.append((widget.progress.value(), widget.progress.maximum()))
+        formats.append(widget.progress.text())
+
+    monkeypatch.setattr(widget, "_on_event", spy)
+    _run(qtbot, widget)
+    for k in range(3):
+        layer = viewer.layers[f"case{k} prediction"]
+        assert layer.data.shape == SHAPE
+        np.testing.assert_allclose(layer.scale, SPACING)
+        probs = widget.results[f"case{k}"].probabilities
+        np.testing.assert_array_equal(np.asarray(layer.data), np.argmax(probs, axis=0))
+    # one progress bar over the three cases: never going back, naming the case
+    values = [v for v, _m in seen]
+    assert values == sorted(values)
+    assert seen[-1][1] == 3000
+    assert any(f.startswith("3/3 case2") for f in formats)
+    assert widget.progress.text() == "done"

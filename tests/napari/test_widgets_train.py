@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -39,18 +40,18 @@ def setup(make_napari_viewer):
     widget = TrainWidget(viewer)
     # the widget opens on the core's defaults (one schema for GUI and command line)
     defaults = TrainConfig()
-    assert widget.iterations_spin.value() == defaults.iterations
-    assert widget.lr_spin.value() == pytest.approx(defaults.learning_rate)
-    assert widget.preview_spin.value() == pytest.approx(defaults.preview_seconds)
+    assert widget.setting("train.iterations").value == defaults.iterations
+    assert widget.setting("train.learning_rate").value == pytest.approx(defaults.learning_rate)
+    assert widget.setting("train.preview_seconds").value == pytest.approx(defaults.preview_seconds)
     viewer.window.add_dock_widget(widget)
     widget.image_list.set_checked(["scan"])
     widget.annotation_combo.set_value("scan annotations")
-    widget.size_combo.setCurrentText("tiny (4)")
-    widget.depth_spin.setValue(2)
-    widget.patch_edit.setText("8,16,16")
-    widget.device_combo.setCurrentText("cpu")
-    widget.preview_spin.setValue(0.0)
-    widget.threads_spin.setValue(1)
+    widget.setting("model.base_width").value = 4
+    widget.setting("model.depth").value = 2
+    widget.setting("data.patch_size").value = "8,16,16"
+    widget.device_combo.set_device("cpu")
+    widget.setting("train.preview_seconds").value = 0.0
+    widget.setting("train.threads").value = 1
     return viewer, widget
 
 
@@ -63,15 +64,25 @@ def test_train_plot_preview_save_load_continue(setup, qtbot, tmp_path, monkeypat
     viewer, widget = setup
     errors: list[str] = []
     monkeypatch.setattr("napari_unetseg._napari.widgets.train.notify_error", errors.append)
+    # the plot needs matplotlib only (a base dependency), not pyqtgraph
+    monkeypatch.setitem(sys.modules, "pyqtgraph", None)
 
-    # --- an empty annotation is refused with a message, nothing starts
+    # --- an empty annotation is refused by the trainer with a message; no model
     viewer.add_labels(np.zeros(SHAPE, np.uint8), name="empty")
     widget.annotation_combo.set_value("empty")
+    _run(qtbot, widget, widget.start_btn)
+    assert widget.checkpoint is None
+    assert errors
+    assert "annotation is empty" in errors[-1]
+    assert widget.progress.text() == "failed or aborted"
+    widget.annotation_combo.set_value("scan annotations")
+
+    # --- a setting out of its bounds is named, nothing starts
+    widget.setting("data.percentiles").value = "1, 2, 3"
     qtbot.mouseClick(widget.start_btn, Qt.LeftButton)
     assert not widget.runner.running
-    assert errors
-    assert "no annotated voxel" in errors[-1]
-    widget.annotation_combo.set_value("scan annotations")
+    assert "data.percentiles" in errors[-1]
+    widget.setting("data.percentiles").value = "1, 99.8"
 
     # --- the plan: what "auto" resolves to, before training
     with qtbot.waitSignal(widget.runner.finished, timeout=60_000):
@@ -81,7 +92,8 @@ def test_train_plot_preview_save_load_continue(setup, qtbot, tmp_path, monkeypat
     assert "4/8 feature maps" in widget.banner.text()
 
     widget.validation_combo.set_value("truth")
-    widget.iterations_spin.setValue(4)
+    widget.setting("train.iterations").value = 4
+    assert widget.continue_btn.text() == "Continue (+4)"
     viewer.dims.set_current_step(0, 7)
     n_errors = len(errors)
     _run(qtbot, widget, widget.start_btn)
@@ -99,24 +111,31 @@ def test_train_plot_preview_save_load_continue(setup, qtbot, tmp_path, monkeypat
     # banner: what the trainer reported (device and plan)
     assert widget.messages
     assert "cpu" in widget.banner.text().lower()
+    # the precision is explained in plain words (bfloat16 or not, and what it means)
+    assert "bfloat16" in widget.messages[0]
+    assert "precision" in widget.messages[0]
     # validation readout and plot
     assert widget.validation
     last = widget.validation[-1]
     assert set(last.dice) == {"bright", "textured"}
     assert "bright: Dice" in widget.readout.text()
     assert f"{last.mean_dice:.3f}" in widget.readout.text()
-    curves = widget._plot["curves"]
+    # the live plot (matplotlib) drew every step and the validation scores
+    curves = widget.plot.curves
     assert ("bright", "dice") in curves
     assert ("textured", "iou") in curves
-    xs, _ys = widget._plot["loss"].getData()
-    assert len(xs) == 4
-    # preview of the viewed slice z = 7
+    xs, ys = widget.plot.loss_line.get_data()
+    np.testing.assert_array_equal(xs, [1, 2, 3, 4])
+    np.testing.assert_allclose(ys, [h["loss"] for h in widget.history])
+    vx, vy = curves[("bright", "dice")].get_data()
+    assert len(vx) == len(widget.validation)
+    assert vy[-1] == pytest.approx(last.dice["bright"])
+    assert widget.progress.text() == "finished: 4 iterations"
+    # preview of the viewed slice z = 7, in the class colours (RGBA)
     preview = viewer.layers[PREVIEW_LAYER]
     data = np.asarray(preview.data)
-    assert data.shape == SHAPE
-    assert data[7].max() > 0
-    assert data.min() >= 0.0
-    assert data.max() <= 1.0
+    assert data.shape == (*SHAPE, 4)
+    assert data[7, ..., 3].max() > 0
     assert not data[:7].any()
     assert widget.continue_btn.isEnabled()
 
@@ -131,7 +150,8 @@ def test_train_plot_preview_save_load_continue(setup, qtbot, tmp_path, monkeypat
     assert path.name in widget.model_label.text()
 
     # --- continue: 3 more iterations on top of the 4, optimizer state kept
-    widget.iterations_spin.setValue(3)
+    widget.setting("train.iterations").value = 3
+    assert "+3" in widget.continue_btn.text()
     _run(qtbot, widget, widget.continue_btn)
     assert widget.runner.error is None, widget.runner.error
     assert widget.checkpoint.iterations == 7
@@ -141,7 +161,7 @@ def test_train_plot_preview_save_load_continue(setup, qtbot, tmp_path, monkeypat
 
 def test_responsive_stop_and_close_during_training(setup, qtbot):
     viewer, widget = setup
-    widget.iterations_spin.setValue(100_000)
+    widget.setting("train.iterations").value = 100_000
 
     # --- the event loop keeps running while training: largest gap between 10 ms ticks
     gaps: list[float] = []
@@ -174,6 +194,7 @@ def test_responsive_stop_and_close_during_training(setup, qtbot):
     assert widget.last_done.cancelled
     assert 0 < widget.checkpoint.iterations < 100_000
     assert widget.start_btn.isEnabled()
+    assert widget.progress.text() == f"stopped at iteration {widget.checkpoint.iterations}"
 
     # --- taking the widget out of the viewer stops the work
     qtbot.mouseClick(widget.start_btn, Qt.LeftButton)
@@ -194,7 +215,7 @@ def test_worker_error_is_shown_and_ui_reset(setup, qtbot, monkeypatch):
         raise RuntimeError("out of memory on the device")
 
     monkeypatch.setattr("napari_unetseg.core.training.Trainer.run", broken_run)
-    widget.iterations_spin.setValue(2)
+    widget.setting("train.iterations").value = 2
     _run(qtbot, widget, widget.start_btn)
     assert isinstance(widget.runner.error, RuntimeError)
     assert len(errors) == 1

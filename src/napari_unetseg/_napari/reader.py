@@ -30,6 +30,29 @@ _MASK_NAME = re.compile(r"(mask|label|seg|annot|truth|gt\b|_gt)", re.IGNORECASE)
 _MAX_MASK_VALUES = 64
 
 
+#: Files this plugin is the natural reader of. napari's builtin reader claims them too
+#: (through imageio) without their geometry, and napari 0.9 / npe2 have no reader
+#: priority: with two readers napari asks the user each time unless a preference is set.
+PREFERRED_PATTERNS = ("*.nii", "*.nii.gz")
+PLUGIN_NAME = "napari-unetseg"
+
+
+def prefer_this_reader() -> list[str]:
+    """Record this plugin as napari's reader for NIfTI files (napari's public settings,
+    the same preference as ticking "remember" in napari's reader dialog), unless the
+    user already chose a reader for them. Returns the patterns set."""
+    try:
+        from napari.settings import get_settings
+    except ImportError:  # pragma: no cover - napari is not installed
+        return []
+    plugins = get_settings().plugins
+    current = dict(plugins.extension2reader)
+    added = [p for p in PREFERRED_PATTERNS if p not in current]
+    if added:
+        plugins.extension2reader = {**current, **dict.fromkeys(added, PLUGIN_NAME)}
+    return added
+
+
 def _handled(path) -> bool:
     if not isinstance(path, (str, Path)):
         return False

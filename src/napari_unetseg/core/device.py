@@ -87,6 +87,20 @@ def select_device(spec: str = "auto") -> tuple[torch.device, str]:
     raise DeviceError(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
 
+def list_devices() -> list[tuple[str, str]]:
+    """The device settings usable on this machine, as ``(spec, description)`` pairs:
+    ``"auto"`` first, then every CUDA GPU (``"cuda:N"``), MPS when present, and ``"cpu"``.
+    """
+    out = [("auto", "auto: " + select_device("auto")[1])]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append((f"cuda:{i}", _cuda_description(torch.device("cuda", i))))
+    if _mps_available():
+        out.append(("mps", "MPS (Apple GPU)"))
+    out.append(("cpu", select_device("cpu")[1]))
+    return out
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes in bfloat16 natively (AVX-512 BF16 or AMX)."""
     try:

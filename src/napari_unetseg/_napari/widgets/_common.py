@@ -6,16 +6,15 @@ imported inside the handlers that need them, so that opening a widget stays inst
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt, QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem
+from qtpy.QtCore import QEvent, QTimer
 
 META_KEY = "unetseg_meta"
 CLASSES_KEY = "unetseg_class_names"  # foreground class names, background excluded
-ROLE_KEY = "unetseg_role"  # "annotation", "prediction", "instances", "probability"
+ROLE_KEY = "unetseg_role"  # "annotation", "prediction", "truth", "preview", "probability"
 TASK_KEY = "unetseg_task"
 #: Roles of layers this plugin computes (never offered as image inputs).
 DERIVED_ROLES = ("preview", "probability", "boundary")
@@ -58,6 +57,12 @@ def spatial_ndim(layer: Any) -> int:
 def spatial_shape(layer: Any) -> tuple[int, ...]:
     nd = spatial_ndim(layer)
     return tuple(int(s) for s in np.shape(layer.data)[-nd:])
+
+
+def channel_count(layer: Any) -> int:
+    """Channels a layer contributes: the product of its non-spatial leading axes."""
+    shape = np.shape(layer.data)
+    return int(np.prod(shape[: len(shape) - spatial_ndim(layer)], dtype=int))
 
 
 def image_array(layers: Sequence[Any]) -> np.ndarray:
@@ -111,27 +116,13 @@ def geometry_kwargs(source: Any, **metadata: Any) -> dict:
     }
 
 
-def set_or_add_layer(viewer, kind: str, data: np.ndarray, name: str, **kwargs) -> Any:
-    """Update the layer called ``name`` when it exists with a matching kind and shape,
-    otherwise add a new one. Returns the layer."""
-    if name in viewer.layers:
-        layer = viewer.layers[name]
-        if layer_type_name(layer).lower() == kind and layer.data.shape == data.shape:
-            layer.data = data
-            if "metadata" in kwargs:
-                layer.metadata.update(kwargs["metadata"])
-            return layer
-        viewer.layers.remove(layer)
-    adder = getattr(viewer, f"add_{kind}")
-    return adder(data, name=name, **kwargs)
-
-
 # --------------------------------------------------------------------------- colours
 
 
 def annotation_colormap(max_value: int, instances: bool = False):
     """Labels colormap for annotation volumes: 0 transparent, 1 (background) faint grey,
-    2.. one colour per class (or object)."""
+    2.. one colour per class; object ids of an instance layer in napari's default Labels
+    colours (ids up to ``max_value`` + 64 are covered; extend by calling again)."""
     from napari.utils.colormaps import DirectLabelColormap
 
     colors: dict[int | None, tuple] = {
@@ -142,12 +133,23 @@ def annotation_colormap(max_value: int, instances: bool = False):
     if instances:
         from napari.utils.colormaps import label_colormap
 
-        cyc = label_colormap(max(int(max_value), 2) + 1)
-        for v in range(2, int(max_value) + 1):
-            colors[v] = tuple(float(c) for c in cyc.map(v))
+        default = label_colormap(49, 0.5, background_value=0)  # napari's default colours
+        for v in range(2, max(int(max_value), 2) + 65):
+            colors[v] = tuple(float(c) for c in default.map(v))
     else:
         for v in range(2, max(int(max_value), 2) + 1):
             colors[v] = _CLASS_COLOURS[(v - 2) % len(_CLASS_COLOURS)]
+    return DirectLabelColormap(color_dict=colors)
+
+
+def prediction_colormap(n_classes: int):
+    """Labels colormap for predicted classes: 0 transparent, class k in the colour of
+    class k (the colour it has in annotation layers, where it is value k + 1)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict[int | None, tuple] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    for k in range(1, max(int(n_classes), 1) + 1):
+        colors[k] = class_colour(k)
     return DirectLabelColormap(color_dict=colors)
 
 
@@ -178,152 +180,6 @@ def current_slice(viewer, layer) -> tuple[int, int]:
     if not 0 <= index < size:
         raise ValueError(f"the viewed slice {index} lies outside {layer.name!r}")
     return axis, index
-
-
-# --------------------------------------------------------------------------- Qt pickers
-
-
-def _disconnect_layer_events(viewer, callback) -> None:
-    events = viewer.layers.events
-    for ev in (events.inserted, events.removed, events.moved):
-        ev.disconnect(callback)
-
-
-class LayerCombo(QComboBox):
-    """A combo box listing the viewer's layers of one kind, kept up to date."""
-
-    layer_changed = Signal(object)
-
-    def __init__(
-        self,
-        viewer,
-        kind: str = "image",
-        *,
-        none_text: str | None = None,
-        predicate: Callable[[Any], bool] | None = None,
-        parent=None,
-    ):
-        super().__init__(parent)
-        self._viewer = viewer
-        self._kind = kind
-        self._none_text = none_text
-        self._predicate = predicate
-        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
-        events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved):
-            ev.connect(self.refresh)
-        self.currentIndexChanged.connect(lambda _i: self.layer_changed.emit(self.value))
-        self.refresh()
-
-    def _candidates(self) -> list:
-        out = []
-        for layer in self._viewer.layers:
-            if layer_type_name(layer).lower() != self._kind:
-                continue
-            if self._predicate is not None and not self._predicate(layer):
-                continue
-            out.append(layer)
-        return out
-
-    def refresh(self, event=None) -> None:
-        try:
-            current = self.currentText()
-        except RuntimeError:  # the Qt object was deleted with its widget
-            _disconnect_layer_events(self._viewer, self.refresh)
-            return
-        self.blockSignals(True)
-        try:
-            self.clear()
-            if self._none_text is not None:
-                self.addItem(self._none_text)
-            for layer in self._candidates():
-                self.addItem(layer.name)
-                layer.events.name.disconnect(self.refresh)
-                layer.events.name.connect(self.refresh)
-            idx = self.findText(current)
-            if idx >= 0:
-                self.setCurrentIndex(idx)
-        finally:
-            self.blockSignals(False)
-        if self.currentText() != current:
-            self.layer_changed.emit(self.value)
-
-    @property
-    def value(self):
-        name = self.currentText()
-        if not name or name == self._none_text or name not in self._viewer.layers:
-            return None
-        return self._viewer.layers[name]
-
-    def set_value(self, layer_or_name) -> None:
-        name = getattr(layer_or_name, "name", layer_or_name)
-        idx = self.findText(str(name))
-        if idx < 0:
-            raise ValueError(f"no {self._kind} layer named {name!r}")
-        self.setCurrentIndex(idx)
-
-
-class LayerChecklist(QListWidget):
-    """Checkable list of image layers (one checked layer per input channel)."""
-
-    changed = Signal()
-
-    def __init__(self, viewer, kind: str = "image", parent=None):
-        super().__init__(parent)
-        self._viewer = viewer
-        self._kind = kind
-        self.setMaximumHeight(90)
-        events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved):
-            ev.connect(self.refresh)
-        self.itemChanged.connect(lambda _i: self.changed.emit())
-        self.refresh()
-
-    def refresh(self, event=None) -> None:
-        try:
-            checked = set(self.checked_names())
-        except RuntimeError:  # the Qt object was deleted with its widget
-            _disconnect_layer_events(self._viewer, self.refresh)
-            return
-        first = self.count() == 0
-        self.blockSignals(True)
-        try:
-            self.clear()
-            for layer in self._viewer.layers:
-                if layer_type_name(layer).lower() != self._kind:
-                    continue
-                if layer.metadata.get(ROLE_KEY) in DERIVED_ROLES:
-                    continue  # our own outputs are not inputs
-                item = QListWidgetItem(layer.name)
-                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                on = layer.name in checked
-                item.setCheckState(Qt.Checked if on else Qt.Unchecked)
-                self.addItem(item)
-            if (first or not checked) and self.count() and not self.checked_names():
-                self.item(0).setCheckState(Qt.Checked)
-        finally:
-            self.blockSignals(False)
-        self.changed.emit()
-
-    def checked_names(self) -> list[str]:
-        return [
-            self.item(i).text()
-            for i in range(self.count())
-            if self.item(i).checkState() == Qt.Checked
-        ]
-
-    def set_checked(self, names: Sequence[str]) -> None:
-        names = [getattr(n, "name", n) for n in names]
-        missing = [n for n in names if not self.findItems(n, Qt.MatchExactly)]
-        if missing:
-            raise ValueError(f"no {self._kind} layer(s) named {missing}")
-        for i in range(self.count()):
-            item = self.item(i)
-            item.setCheckState(Qt.Checked if item.text() in names else Qt.Unchecked)
-
-    def layers(self) -> list:
-        return [self._viewer.layers[n] for n in self.checked_names() if n in self._viewer.layers]
 
 
 # --------------------------------------------------------------------------- workers

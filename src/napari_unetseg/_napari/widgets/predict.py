@@ -1,58 +1,71 @@
-"""Predict whole volumes with the current or a loaded model; re-threshold without re-running;
-export labels as NIfTI in the source image's geometry."""
+"""Predict whole images with the viewer's current model; re-threshold without re-running;
+export labels as NIfTI in the source image's geometry.
+
+The settings come from the schema (:mod:`..forms`): test-time augmentation for the run,
+threshold / interior threshold / minimum size for the labels. Labels are made by
+``core.postprocess`` from the stored probabilities, so moving a setting does not run the
+network again. A prediction layer the user has painted in is never overwritten: new
+labels then go to a new layer.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
-    QMessageBox,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
+from ...core.config import set_value
 from ...core.events import Done, Info, Progress
-from ..state import describe_checkpoint, model_state
+from ..forms import apply_form, form_widget, settings_form
+from ..state import model_state
 from ..workers import EventRunner
 from ._common import (
-    ROLE_KEY,
-    TASK_KEY,
-    LayerChecklist,
-    LayerCombo,
     StopsWorkWhenGone,
-    class_colour,
-    geometry_kwargs,
+    channel_count,
     image_array,
     notify_error,
-    notify_info,
-    set_or_add_layer,
+    spacing_of,
     stop_work_on_close,
 )
+from ._dock import ScrollingDock
+from .device import DeviceCombo
+from .export import ExportBox
+from .model_box import ModelBox
+from .pickers import LayerChecklist
+from .results import ResultLayers
 
-CURRENT = "current model (trained or loaded in Train)"
-FILE = "model loaded here from a file"
+RUN_SETTINGS = ("infer.tta",)
 
 
-class PredictWidget(StopsWorkWhenGone, QWidget):
+@dataclass
+class CaseStart:
+    """The worker starts predicting case ``index`` of ``total`` (image layer ``source``)."""
+
+    index: int
+    total: int
+    source: Any
+
+
+LABEL_SETTINGS = ("infer.threshold", "infer.interior_threshold", "infer.min_size")
+
+
+class PredictWidget(StopsWorkWhenGone, ScrollingDock):
     """Dock widget: model, image channel(s), Run / Cancel, post-processing, export.
 
-    Scriptable API: :meth:`run`, :meth:`cancel`, :meth:`load_from`,
-    :meth:`recompute`, :meth:`export_to`. ``results`` maps the source image name to its
+    Scriptable API: :meth:`setting` (a settings control by key), :meth:`run`,
+    :meth:`cancel`, :meth:`load_from`, :meth:`recompute`, :meth:`export_to`.
+    ``results`` maps the source image name to its
     :class:`~napari_unetseg.core.inference.Prediction`.
     """
 
@@ -61,37 +74,31 @@ class PredictWidget(StopsWorkWhenGone, QWidget):
         self.viewer = napari_viewer
         self.state = model_state(self.viewer)
         self.runner = EventRunner()
-        self.loaded: Any = None
         self._synced: Any = None  # the checkpoint whose settings the controls hold
-        self._made_with: tuple[float, int] = (0.5, 0)
-        self.loaded_name = ""
+        self._made_with: dict[str, Any] = {}
+        self._case: CaseStart | None = None
         self.results: dict[str, Any] = {}
-        self.result_layers: dict[str, dict[str, Any]] = {}
+        self.outputs = ResultLayers(self.viewer)
         self.last_done: Done | None = None
+        layout = self.body
 
-        layout = QVBoxLayout(self)
-
-        box = QGroupBox("Model")
-        form = QFormLayout(box)
-        self.model_combo = QComboBox()
-        self.model_combo.addItems([CURRENT, FILE])
-        self.model_combo.currentIndexChanged.connect(self._update_model_label)
-        form.addRow("Use", self.model_combo)
-        self.model_label = QLabel("")
-        self.model_label.setWordWrap(True)
-        form.addRow(self.model_label)
-        self.load_btn = QPushButton("Load model…")
-        self.load_btn.clicked.connect(self._load_dialog)
-        form.addRow(self.load_btn)
-        layout.addWidget(box)
+        self.model_box = ModelBox(self.state)
+        self.model_label = self.model_box.model_label
+        self.load_btn = self.model_box.load_btn
+        layout.addWidget(self.model_box)
 
         box = QGroupBox("Predict")
         form = QFormLayout(box)
         self.image_list = LayerChecklist(self.viewer, "image")
-        self.image_list.setToolTip("One checked layer per model input channel")
-        form.addRow("Image channel(s)", self.image_list)
-        self.tta_check = QCheckBox("average over flips (slower, smoother)")
-        form.addRow("Test-time augmentation", self.tta_check)
+        self.image_list.setToolTip(
+            "Images to predict, one after the other; for a model of several channels, "
+            "check each image's channel layers in order"
+        )
+        form.addRow("Image(s)", self.image_list)
+        self.run_form = settings_form(("infer",), only=RUN_SETTINGS)
+        form.addRow(self.run_form.native)
+        self.device_combo = DeviceCombo()
+        form.addRow("Device", self.device_combo)
         row = QHBoxLayout()
         self.run_btn = QPushButton("Run")
         self.cancel_btn = QPushButton("Cancel")
@@ -108,136 +115,143 @@ class PredictWidget(StopsWorkWhenGone, QWidget):
         layout.addWidget(box)
 
         box = QGroupBox("Labels from the stored probabilities (no re-run)")
-        form = QFormLayout(box)
-        self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setRange(0.01, 0.99)
-        self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setValue(0.5)
-        self.threshold_spin.setToolTip(
-            "Foreground where the foreground probability exceeds this (semantic); "
-            "object seeds where the smoothed interior-minus-boundary score exceeds it (instances)"
-        )
-        form.addRow("Threshold", self.threshold_spin)
-        self.min_size_spin = QSpinBox()
-        self.min_size_spin.setRange(0, 10_000_000)
-        self.min_size_spin.setSuffix(" voxels")
-        form.addRow("Minimum size", self.min_size_spin)
+        box_layout = QVBoxLayout(box)
+        self.labels_form = settings_form(("infer",), only=LABEL_SETTINGS)
+        box_layout.addWidget(self.labels_form.native)
         layout.addWidget(box)
         self._recompute_timer = QTimer(self)
         self._recompute_timer.setSingleShot(True)
         self._recompute_timer.setInterval(150)
         self._recompute_timer.timeout.connect(lambda: self._guard(self.recompute))
-        self.threshold_spin.valueChanged.connect(lambda _v: self._recompute_timer.start())
-        self.min_size_spin.valueChanged.connect(lambda _v: self._recompute_timer.start())
+        self.labels_form.changed.connect(lambda *_: self._recompute_timer.start())
 
-        box = QGroupBox("Export labels")
-        form = QFormLayout(box)
-        self.export_combo = LayerCombo(self.viewer, "labels")
-        form.addRow("Layer", self.export_combo)
-        self.export_btn = QPushButton("Export as NIfTI…")
-        self.export_btn.setToolTip("Saved with the source image's affine and header")
-        self.export_btn.clicked.connect(self._export_dialog)
-        form.addRow(self.export_btn)
-        layout.addWidget(box)
+        self.export_box = ExportBox(self.viewer, confirm=lambda p: self.confirm_overwrite(p))
+        self.export_combo, self.export_btn = self.export_box.combo, self.export_box.button
+        layout.addWidget(self.export_box)
         layout.addStretch(1)
 
-        self.state.changed.connect(self._update_model_label)
+        self.state.changed.connect(self._model_changed)
         stop_work_on_close(self, self.runner)
-        self._update_model_label()
+        self._model_changed()
         self._set_running(False)
 
     # ------------------------------------------------------------------ model
 
     @property
     def checkpoint(self):
-        if self.model_combo.currentText() == FILE:
-            return self.loaded
         return self.state.checkpoint
 
+    def setting(self, key: str):
+        """The magicgui control of setting ``key`` (e.g. ``"infer.min_size"``)."""
+        form = self.run_form if key in RUN_SETTINGS else self.labels_form
+        return form_widget(form, key)
+
     def load_from(self, path):
-        """Load a .safetensors model for this widget. Returns the Checkpoint."""
-        from ...core.checkpoint import load_checkpoint
+        """Load a .safetensors model; it becomes the viewer's current model."""
+        return self.model_box.load_from(path)
 
-        ckpt = load_checkpoint(path)
-        self.loaded = ckpt
-        self.loaded_name = Path(path).name
-        self.model_combo.setCurrentText(FILE)
-        self._update_model_label()
-        return ckpt
-
-    def _update_model_label(self, *_):
+    def _model_changed(self, *_):
+        """A newly chosen model's stored prediction settings become the starting point
+        of the controls; the user's edits stay until the model changes."""
         try:
-            if self.model_combo.currentText() == FILE:
-                text = describe_checkpoint(self.loaded, self.loaded_name)
-            else:
-                text = self.state.describe()
-            self.model_label.setText(text)
-            self._sync_postprocess()
-        except RuntimeError:  # the label was deleted with the widget
-            pass
+            ckpt = self.checkpoint
+            self.set_next_step(
+                "train a model in the Train widget, or Load model…"
+                if ckpt is None
+                else "check the image channel(s) and press Run"
+            )
+            if ckpt is None or ckpt is self._synced:
+                return
+            self._synced = ckpt
+            infer = ckpt.config.infer
+            for key in (*RUN_SETTINGS, *LABEL_SETTINGS):
+                self.setting(key).value = getattr(infer, key.split(".")[1])
+            instances = ckpt.task == "instances"
+            self.setting("infer.threshold").enabled = not instances
+            self.setting("infer.interior_threshold").enabled = instances
+        except RuntimeError:  # deleted with its dock
+            self.state.changed.disconnect(self._model_changed)
 
-    def _sync_postprocess(self) -> None:
-        """A newly chosen model's stored post-processing (minimum size; for an instance
-        model the seed threshold) becomes the starting point of the controls; the
-        user's edits stay until the model changes."""
-        ckpt = self.checkpoint
-        if ckpt is None or ckpt is self._synced:
-            return
-        self._synced = ckpt
-        self.min_size_spin.setValue(int(ckpt.config.infer.min_size))
-        if ckpt.task == "instances":
-            self.threshold_spin.setValue(float(ckpt.config.infer.interior_threshold))
-        else:
-            self.threshold_spin.setValue(0.5)
+    def infer_config(self, ckpt):
+        """The model's prediction settings with the widget's controls applied (each
+        value checked by the core)."""
+        cfg = ckpt.config.copy()
+        apply_form(self.run_form, cfg)
+        apply_form(self.labels_form, cfg)
+        set_value(cfg, "infer.device", self.device_combo.device)
+        return cfg.infer
 
     # ------------------------------------------------------------------ run
 
+    def cases_to_predict(self, ckpt) -> list[tuple[Any, np.ndarray]]:
+        """The checked image layers grouped into cases of the model's channel count
+        (a one-channel model: every checked image is a case), as (first layer, image
+        (C, *spatial)) pairs in layer-list order."""
+        layers = self.image_list.layers()
+        if not layers:
+            raise ValueError("check the image layer(s) to predict")
+        wanted = int(ckpt.config.model.in_channels)
+        groups: list[list] = []
+        current: list = []
+        count = 0
+        for layer in layers:
+            current.append(layer)
+            count += channel_count(layer)
+            if count >= wanted:
+                if count > wanted:
+                    raise ValueError(
+                        f"the model expects {wanted} channel(s) per image; the checked "
+                        f"layers {[la.name for la in current]} give {count}: check the "
+                        f"channels of each image in order"
+                    )
+                groups.append(current)
+                current, count = [], 0
+        if current:
+            raise ValueError(
+                f"the model expects {wanted} channel(s) per image; "
+                f"{[la.name for la in current]} are left over"
+            )
+        return [(group[0], image_array(group)) for group in groups]
+
     def run(self):
-        """Predict the checked image layer(s) in the background. Returns the worker."""
+        """Predict the checked image(s) in the background, one case after the other.
+        Returns the worker."""
         if self.runner.running:
             raise RuntimeError("a prediction is already running")
         ckpt = self.checkpoint
         if ckpt is None:
             raise ValueError("no model: train one in the Train widget or load a model file")
-        layers = self.image_list.layers()
-        image = image_array(layers)
-        m = ckpt.config.model
-        if image.shape[0] != m.in_channels or image.ndim - 1 != m.spatial_dims:
-            raise ValueError(
-                f"the model expects {m.in_channels} channel(s) of {m.spatial_dims}D data; "
-                f"the checked layers give {image.shape[0]} channel(s) of "
-                f"{image.ndim - 1}D data"
-            )
-        source = layers[0]
-        infer = dataclasses.replace(
-            ckpt.config.infer,
-            tta=self.tta_check.isChecked(),
-            min_size=int(self.min_size_spin.value()),
-        )
-        if ckpt.task == "instances":
-            infer.interior_threshold = float(self.threshold_spin.value())
-        # what the labels will have been made with (semantic: plain argmax = 0.5), so
-        # that they are recomputed on arrival only if the controls moved meanwhile
-        self._made_with = (
-            infer.interior_threshold if ckpt.task == "instances" else 0.5,
-            infer.min_size,
-        )
+        jobs = self.cases_to_predict(ckpt)
+        infer = self.infer_config(ckpt)
+        self._made_with = {"interior": infer.interior_threshold, "min_size": infer.min_size}
         self.last_done = None
+        self._case = None
+        n = len(jobs)
 
         def factory(token):
             from ...core.inference import predict
 
-            return predict(ckpt, image, infer, keep_probabilities=True, cancel=token)
+            for i, (source, image) in enumerate(jobs):
+                if token.cancelled:
+                    return
+                yield CaseStart(i, n, source)
+                yield from predict(
+                    ckpt,
+                    image,
+                    infer,
+                    spacing=spacing_of(source),
+                    keep_probabilities=True,
+                    cancel=token,
+                )
 
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting…")
         self._set_running(True)
-
-        def on_event(ev):
-            self._on_event(ev, source, ckpt)
-
         return self.runner.start(
-            factory, on_event, on_error=self._on_error, on_finished=self._on_finished
+            factory,
+            lambda ev: self._on_event(ev, ckpt),
+            on_error=self._on_error,
+            on_finished=self._on_finished,
         )
 
     def cancel(self) -> None:
@@ -245,137 +259,69 @@ class PredictWidget(StopsWorkWhenGone, QWidget):
             self.runner.stop()
             self.progress.setFormat("cancelling…")
 
-    def _on_event(self, ev, source, ckpt) -> None:
-        if isinstance(ev, Progress):
-            self.progress.setRange(0, max(ev.total, 1))
-            self.progress.setValue(ev.done)
-            self.progress.setFormat(f"{ev.stage} {ev.done}/{ev.total}".strip())
+    def _on_event(self, ev, ckpt) -> None:
+        case = self._case
+        prefix = f"{case.index + 1}/{case.total} {case.source.name}: " if case else ""
+        if isinstance(ev, CaseStart):
+            self._case = ev
+            self.progress.setRange(0, 1000 * ev.total)
+            self.progress.setValue(1000 * ev.index)
+            self.progress.setFormat(f"{ev.index + 1}/{ev.total} {ev.source.name}")
+        elif isinstance(ev, Progress):
+            done = 1000 * (case.index if case else 0) + 1000 * ev.done // max(ev.total, 1)
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{prefix}{ev.stage} {ev.done}/{ev.total}".strip())
         elif isinstance(ev, Info):
-            self.progress.setFormat(ev.message[:80])
+            self.progress.setFormat(f"{prefix}{ev.message}"[:80])
         elif isinstance(ev, Done):
-            self.last_done = ev
-            if ev.cancelled or ev.result is None:
+            if self.last_done is None or not self.last_done.cancelled:
+                self.last_done = ev
+            if ev.cancelled or ev.result is None or case is None:
                 return
+            source = case.source
             self.results[source.name] = ev.result
-            self._show_result(source, ev.result, ckpt)
+            self.outputs.show(source, ev.result, ckpt)
+            if ev.result.probabilities is not None and self._settings_moved(ev.result):
+                self.recompute(only=source.name)
+            self.outputs.report_empty(source.name)
+            layer = self.outputs.main_layer(source.name)
+            if layer is not None:
+                self.export_combo.refresh()
+                self.export_combo.set_value(layer, chosen=False)
 
-    def _show_result(self, source, pred, ckpt) -> None:
-        name = source.name
-        layers: dict[str, Any] = {}
-        task = getattr(pred, "task", ckpt.task)
-        probs = pred.probabilities
-        if task == "instances":
-            if probs is not None:
-                fg = (1.0 - probs[0]).astype(np.float32)
-                layers["foreground"] = set_or_add_layer(
-                    self.viewer,
-                    "image",
-                    fg,
-                    f"{name} foreground probability",
-                    colormap="green",
-                    blending="additive",
-                    contrast_limits=(0.0, 1.0),
-                    visible=False,
-                    **geometry_kwargs(source, **{ROLE_KEY: "probability"}),
-                )
-            if pred.boundaries is not None:
-                layers["boundary"] = set_or_add_layer(
-                    self.viewer,
-                    "image",
-                    np.asarray(pred.boundaries, np.float32),
-                    f"{name} boundary probability",
-                    colormap="magma",
-                    blending="additive",
-                    contrast_limits=(0.0, 1.0),
-                    visible=False,
-                    **geometry_kwargs(source, **{ROLE_KEY: "boundary"}),
-                )
-            semantic = (np.asarray(pred.instances) > 0).astype(np.uint8)
-            layers["labels"] = set_or_add_layer(
-                self.viewer,
-                "labels",
-                semantic,
-                f"{name} prediction",
-                **geometry_kwargs(
-                    source,
-                    **{
-                        ROLE_KEY: "prediction",
-                        TASK_KEY: "semantic",
-                        "unetseg_class_names": list(ckpt.class_names),
-                    },
-                ),
-            )
-            layers["instances"] = set_or_add_layer(
-                self.viewer,
-                "labels",
-                np.asarray(pred.instances),
-                f"{name} instances",
-                **geometry_kwargs(source, **{ROLE_KEY: "prediction", TASK_KEY: "instances"}),
-            )
-        else:
-            if probs is not None:
-                for k in range(1, probs.shape[0]):
-                    cname = ckpt.class_names[k - 1] if k - 1 < len(ckpt.class_names) else k
-                    colour = class_colour(k)
-                    layers[f"probability {k}"] = set_or_add_layer(
-                        self.viewer,
-                        "image",
-                        np.asarray(probs[k], np.float32),
-                        f"{name} probability {cname}",
-                        colormap=_colormap(f"unetseg class {k}", colour),
-                        blending="additive",
-                        contrast_limits=(0.0, 1.0),
-                        visible=False,
-                        **geometry_kwargs(source, **{ROLE_KEY: "probability"}),
-                    )
-            layers["labels"] = set_or_add_layer(
-                self.viewer,
-                "labels",
-                np.asarray(pred.labels),
-                f"{name} prediction",
-                **geometry_kwargs(
-                    source,
-                    **{
-                        ROLE_KEY: "prediction",
-                        TASK_KEY: "semantic",
-                        "unetseg_class_names": list(ckpt.class_names),
-                    },
-                ),
-            )
-        self.result_layers[name] = layers
-        self.export_combo.refresh()
-        self.export_combo.set_value(layers.get("instances", layers["labels"]))
-        now = (float(self.threshold_spin.value()), int(self.min_size_spin.value()))
-        if probs is not None and now != self._made_with:
-            self.recompute()
+    def _settings_moved(self, pred) -> bool:
+        now = self.infer_config(self.checkpoint) if self.checkpoint is not None else None
+        if now is None:
+            return False
+        if pred.task == "instances":
+            made = (self._made_with["interior"], self._made_with["min_size"])
+            return made != (now.interior_threshold, now.min_size)
+        return (now.threshold, now.min_size) != (None, self._made_with["min_size"])
 
-    def recompute(self) -> None:
+    def recompute(self, only: str | None = None) -> None:
         """Labels again from the stored probabilities with the threshold / minimum size
         (core.postprocess); the network is not run again."""
         from ...core.postprocess import instance_labels, semantic_labels
 
-        threshold = float(self.threshold_spin.value())
-        min_size = int(self.min_size_spin.value())
+        cfg = self.infer_config(self.checkpoint) if self.checkpoint is not None else None
+        if cfg is None:
+            return
         for name, pred in self.results.items():
-            layers = self.result_layers.get(name, {})
             probs = pred.probabilities
-            if probs is None:
+            if probs is None or (only is not None and name != only):
                 continue
             if getattr(pred, "task", "semantic") == "instances":
                 inst = instance_labels(
                     probs,
-                    interior_threshold=threshold,
+                    interior_threshold=cfg.interior_threshold,
                     foreground_threshold=0.5,
-                    min_size=min_size,
+                    min_size=cfg.min_size,
                 )
-                if "instances" in layers and layers["instances"] in self.viewer.layers:
-                    layers["instances"].data = inst
-                if "labels" in layers and layers["labels"] in self.viewer.layers:
-                    layers["labels"].data = (inst > 0).astype(np.uint8)
+                self.outputs.update(name, "instances", inst)
+                self.outputs.update(name, "labels", (inst > 0).astype(np.uint8))
             else:
-                labels = semantic_labels(probs, min_size=min_size, threshold=threshold)
-                if "labels" in layers and layers["labels"] in self.viewer.layers:
-                    layers["labels"].data = labels
+                labels = semantic_labels(probs, min_size=cfg.min_size, threshold=cfg.threshold)
+                self.outputs.update(name, "labels", labels)
 
     def _on_error(self, exc: BaseException) -> None:
         notify_error(f"Prediction failed: {exc}")
@@ -393,75 +339,30 @@ class PredictWidget(StopsWorkWhenGone, QWidget):
             else:
                 self.progress.setValue(1)
                 self.progress.setFormat("done")
+                self.set_next_step("check the labels; paint corrections or Export them")
         except RuntimeError:
             pass
 
     # ------------------------------------------------------------------ export
 
     def export_to(self, layer, path) -> Path | None:
-        """Save a labels layer as NIfTI with its source image's geometry. Asks before
-        replacing an existing file; returns the path, or None when the user declined."""
-        from ...core.io import write_labels
-        from ..writer import meta_for_layer
-
-        if layer is None:
-            raise ValueError("choose a labels layer to export")
-        path = Path(path)
-        if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
-            path = path.with_name(path.name + ".nii.gz")
-        if path.exists() and not self.confirm_overwrite(path):
-            return None
-        meta = meta_for_layer(layer, self.viewer)
-        out = Path(write_labels(np.asarray(layer.data), meta, path, overwrite=True))
-        notify_info(f"saved {layer.name!r} to {out}")
-        return out
+        """Save a labels layer as NIfTI with its source image's geometry; see
+        :meth:`ExportBox.export_to`."""
+        return self.export_box.export_to(layer, path)
 
     def confirm_overwrite(self, path: Path) -> bool:
         """Ask the user whether to replace ``path`` (tests replace this method)."""
-        answer = QMessageBox.question(
-            self,
-            "Replace file?",
-            f"{path} exists. Replace it?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
-        )
-        return answer == QMessageBox.Yes
-
-    def _export_dialog(self) -> None:
-        layer = self.export_combo.value
-        if layer is None:
-            notify_error("choose a labels layer to export")
-            return
-        path, _ = QFileDialog.getSaveFileName(
-            self,
-            "Export labels",
-            f"{layer.name}.nii.gz",
-            "NIfTI (*.nii.gz *.nii)",
-            options=QFileDialog.DontConfirmOverwrite,
-        )
-        if path:
-            self._guard(lambda: self.export_to(layer, path))
+        return self.export_box.ask_overwrite(path)
 
     # ------------------------------------------------------------------ Qt glue
-
-    def _load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "Model (*.safetensors)")
-        if path:
-            self._guard(lambda: self.load_from(path))
 
     def _set_running(self, running: bool) -> None:
         self.run_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
-        self.load_btn.setEnabled(not running)
+        self.model_box.set_busy(running)
 
     def _guard(self, fn) -> None:
         try:
             fn()
         except Exception as exc:
             notify_error(str(exc))
-
-
-def _colormap(name: str, colour) -> Any:
-    from napari.utils.colormaps import Colormap
-
-    return Colormap([[0.0, 0.0, 0.0, 0.0], list(colour)], name=name)
