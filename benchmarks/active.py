@@ -43,7 +43,7 @@ import numpy as np
 
 from benchmarks import _common as C
 
-STRATEGIES = ("entropy", "margin", "tta", "even", "random")
+STRATEGIES = ("entropy", "entropy+spread", "margin", "tta", "tta+spread", "even", "random")
 #: torch threads (set by --threads). One by default: on a machine shared with other
 #: work, two OpenMP threads on two cores spin-wait for each other (measured: 17x slower
 #: steps at load average 15 on 2 cores).
@@ -195,14 +195,15 @@ def choose(strategy, ckpt, image, annotation, probabilities, k, rng) -> tuple[li
         ]
         picks = [free[j] for j in rng.choice(len(free), size=k, replace=False)]
         return picks, time.perf_counter() - t0
-    method = "diversity" if strategy == "even" else strategy
-    tta = flip_probabilities(ckpt, image) if strategy == "tta" else None
+    method = "diversity" if strategy == "even" else strategy.split("+")[0]
+    tta = flip_probabilities(ckpt, image) if method == "tta" else None
     sugg = suggest_slices(
         None if method == "diversity" else probabilities,
         annotation,
         top=k,
         method=method,
         tta_probabilities=tta,
+        spread=strategy.endswith("+spread"),
     )
     return [(s.axis, s.index) for s in sugg], time.perf_counter() - t0
 

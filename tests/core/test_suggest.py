@@ -208,3 +208,16 @@ def test_suggest_for_refuses_another_shape(tiny_model):
     ckpt, image, ann = tiny_model
     with pytest.raises(ValueError, match="annotation has shape"):
         suggest_for(ckpt, image, ann[:-1])
+
+
+def test_spread_prefers_uncertain_slices_in_large_gaps():
+    p = _certain()
+    _make_uncertain(p, 0, 0, level=0.6)  # the border slice: the most unsure
+    _make_uncertain(p, 0, 9, level=0.4)  # between the annotated slices 4 and 14
+    ann = np.zeros(SHAPE, np.uint8)
+    ann[4] = 1
+    ann[14] = 1
+    plain = suggest_slices(p, ann, top=1, axes="z", min_distance=1)
+    assert plain[0].index == 0
+    spread = suggest_slices(p, ann, top=1, axes="z", min_distance=1, spread=True)
+    assert spread[0].index == 9

@@ -207,6 +207,7 @@ def suggest_slices(
     method: str = DEFAULT_METHOD,
     tta_probabilities: Sequence[np.ndarray] | None = None,
     min_distance: int | None = None,
+    spread: bool = False,
 ) -> list[Suggestion]:
     """Rank the unannotated slices by how much painting them is expected to help.
 
@@ -223,6 +224,10 @@ def suggest_slices(
         min_distance: no two suggestions, nor a suggestion and an annotated slice, lie
             closer than this many slices on the same axis (relaxed only when nothing
             else is left); ``None`` = ``max(2, axis size // 16)`` per axis.
+        spread: multiply the score by the ``"diversity"`` score (distance to the nearest
+            annotated or suggested slice as a share of the axis, the volume's borders
+            counting as annotated slices half a gap away): uncertain slices in large
+            gaps first, border slices (often unsure because they lack context) last.
 
     Returns:
         Up to ``top`` :class:`Suggestion` objects, best first.
@@ -279,7 +284,9 @@ def suggest_slices(
                 ok = avail & ((dist >= gap) | relaxed)
                 if not ok.any():
                     continue
-                s = score if sums is not None else _spread(dist, spatial[a])
+                s = _spread(dist, spatial[a])
+                if sums is not None:
+                    s = score * s if spread else score
                 i = int(np.flatnonzero(ok)[np.argmax(s[ok])])
                 if best is None or s[i] > best[2]:
                     best = (a, i, float(s[i]))
