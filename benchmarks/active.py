@@ -119,9 +119,11 @@ def add_slice(annotation: np.ndarray, truth: np.ndarray, axis: int, index: int) 
 
 
 def n_slices(annotation: np.ndarray) -> int:
-    from napari_unetseg.core.annotations import annotated_slices
+    """Painted slices over all axes, as :func:`~napari_unetseg.core.suggest.painted_slices`
+    sees them (the runs below also keep the exact list of slices they painted)."""
+    from napari_unetseg.core.suggest import painted_slices
 
-    return int(sum(len(v) for v in annotated_slices(annotation).values()))
+    return int(sum(len(v) for v in painted_slices(annotation).values()))
 
 
 # --------------------------------------------------------------------------- model
@@ -179,19 +181,20 @@ def score(ckpt, image, truth, task) -> tuple[dict, np.ndarray]:
     return out, pred.probabilities
 
 
-def choose(strategy, ckpt, image, annotation, probabilities, k, rng) -> tuple[list, float]:
-    """(K (axis, index) pairs, seconds spent choosing besides the first prediction)."""
-    from napari_unetseg.core.annotations import annotated_slices
+def choose(
+    strategy, ckpt, image, annotation, probabilities, k, rng, painted
+) -> tuple[list, float]:
+    """(K (axis, index) pairs, seconds spent choosing besides the first prediction).
+    ``painted``: the set of (axis, index) painted so far."""
     from napari_unetseg.core.suggest import flip_probabilities, suggest_slices
 
     t0 = time.perf_counter()
     if strategy == "random":
-        done = annotated_slices(annotation)
         free = [
             (a, i)
-            for a, letter in enumerate("zyx")
+            for a in range(annotation.ndim)
             for i in range(annotation.shape[a])
-            if i not in set(done[letter].tolist())
+            if (a, i) not in painted
         ]
         picks = [free[j] for j in rng.choice(len(free), size=k, replace=False)]
         return picks, time.perf_counter() - t0
@@ -245,11 +248,13 @@ def run_dataset(name: str, args) -> dict:
     for strategy in args.strategies:
         rng = np.random.default_rng(args.seed)
         ann, ckpt, probs = ann0.copy(), ckpt0, p0
-        curve = [{"round": 0, "slices": n_slices(ann), "steps": args.initial_steps, **s0}]
+        painted = {(a, n // 2) for a, n in enumerate(truth.shape)}
+        curve = [{"round": 0, "slices": len(painted), "steps": args.initial_steps, **s0}]
         for r in range(1, args.rounds + 1):
-            picks, choose_s = choose(strategy, ckpt, image, ann, probs, args.add, rng)
+            picks, choose_s = choose(strategy, ckpt, image, ann, probs, args.add, rng, painted)
             for axis, index in picks:
                 add_slice(ann, truth, axis, index)
+                painted.add((axis, index))
             t = time.perf_counter()
             ckpt = train(image, ann, make_config(task, args.steps, args.smoke), resume=ckpt)
             train_s = time.perf_counter() - t
@@ -257,7 +262,8 @@ def run_dataset(name: str, args) -> dict:
             curve.append(
                 {
                     "round": r,
-                    "slices": n_slices(ann),
+                    "slices": len(painted),
+                    "painted_slices_seen": n_slices(ann),
                     "steps": args.initial_steps + r * args.steps,
                     "picks": [list(p) for p in picks],
                     "choose_seconds": choose_s,

@@ -221,3 +221,23 @@ def test_spread_prefers_uncertain_slices_in_large_gaps():
     assert plain[0].index == 0
     spread = suggest_slices(p, ann, top=1, axes="z", min_distance=1, spread=True)
     assert spread[0].index == 9
+
+
+def test_neighbouring_painted_slices_do_not_hide_other_axes():
+    from napari_unetseg.core.suggest import painted_slices
+
+    ann = np.zeros(SHAPE, np.uint8)
+    ann[:, 10:14, :] = 1  # four neighbouring y-slices: a 4-wide band in every z-slice
+    ann[5] = 1  # one painted z-slice
+    found = painted_slices(ann)
+    assert found["z"].tolist() == [5]
+    assert found["y"].tolist() == [10, 13]  # the outer two of the block
+    assert found["x"].tolist() == []
+    p = _certain()
+    for z in range(SHAPE[0]):
+        _make_uncertain(p, 0, z, level=0.5)
+    out = suggest_slices(p, ann, top=3, axes="z", min_distance=1)
+    assert len(out) == 3
+    assert 5 not in [s.index for s in out]
+    inner = suggest_slices(p, ann, top=40, axes="y", min_distance=1)
+    assert not {11, 12} & {s.index for s in inner}  # annotated everywhere: nothing to add

@@ -23,8 +23,12 @@ Scores (``method``):
 
 A slice counts as annotated when something was painted IN that plane: it holds an
 annotated voxel whose whole in-plane 3 x 3 neighbourhood is annotated
-(:func:`~.annotations.annotated_slices`). The single lines that painted slices of the
-other axes leave in it do not count; voxels already annotated add nothing to a score.
+(:func:`~.annotations.annotated_slices`) and which is not annotated on both sides along
+the slice's axis (beyond the volume counts as annotated). The second condition keeps a band left by three or more neighbouring
+painted slices of another axis (annotated on both sides) from counting; of a block of
+painted neighbouring slices, the outer two count and the ones inside are skipped anyway,
+as is every slice whose voxels are all annotated. Voxels already annotated add nothing
+to a score.
 
 Arrays: probabilities ``(K, Z, Y, X)`` or ``(K, Y, X)``; annotation ``(Z, Y, X)`` or
 ``(Y, X)`` (0 = not annotated, 1 = background, 2.. = classes or objects). A
@@ -184,6 +188,29 @@ def _slice_sums(
 # --------------------------------------------------------------------------- ranking
 
 
+def painted_slices(annotation: np.ndarray) -> dict[str, np.ndarray]:
+    """Indices of the slices painted in their own plane, per axis letter (see the module
+    docstring): ``{"z": indices, "y": ..., "x": ...}`` (``"y"``, ``"x"`` for images)."""
+    annotation = np.asarray(annotation)
+    letters = _axis_letters(annotation.ndim)
+    mask = annotation > 0
+    inplane = annotated_slices(mask)
+    out = {}
+    for ax, letter in enumerate(letters):
+        candidates = inplane[letter]
+        if candidates.size == 0:
+            out[letter] = candidates
+            continue
+        m = np.moveaxis(mask, ax, 0)
+        # beyond the volume counts as annotated: a band reaching the border is a band
+        before = np.ones_like(m)
+        after = np.ones_like(m)
+        before[1:], after[:-1] = m[:-1], m[1:]
+        keep = [i for i in candidates if (m[i] & ~(before[i] & after[i])).any()]
+        out[letter] = np.asarray(keep, dtype=np.intp)
+    return out
+
+
 def _parse_axes(axes: str, ndim: int) -> list[int]:
     letters = _axis_letters(ndim)
     axes = axes.lower()
@@ -253,7 +280,8 @@ def suggest_slices(
                     f"{tuple(np.shape(q))}: give the annotation of the predicted scan"
                 )
         sums = _slice_sums(p, annotation, method, tta_probabilities, ax_list)
-    done = annotated_slices(annotation)
+    done = painted_slices(annotation)
+    full = annotation > 0
     letters = _axis_letters(annotation.ndim)
     picked: list[Suggestion] = []
     # per axis: score, distance to the nearest annotated/picked slice, still available
@@ -267,7 +295,8 @@ def suggest_slices(
             if taken.size
             else np.full(n, np.inf)
         )
-        avail = np.ones(n, dtype=bool)
+        others = tuple(b for b in range(annotation.ndim) if b != a)
+        avail = ~full.all(axis=others)  # a slice annotated everywhere needs nothing
         avail[taken] = False
         gap = _auto_min_distance(n) if min_distance is None else max(1, int(min_distance))
         if sums is not None:
