@@ -129,7 +129,7 @@ def n_slices(annotation: np.ndarray) -> int:
 # --------------------------------------------------------------------------- model
 
 
-def make_config(task: str, iterations: int, smoke: bool):
+def make_config(task: str, iterations: int, smoke: bool, lr: float | None = None):
     from napari_unetseg.core.config import Config
 
     cfg = Config()
@@ -144,6 +144,8 @@ def make_config(task: str, iterations: int, smoke: bool):
     cfg.data.patch_size = (16, 32, 32)
     cfg.train.batch_size = 2
     cfg.train.threads = THREADS[0]
+    if lr is not None:
+        cfg.train.learning_rate = lr
     return cfg
 
 
@@ -256,7 +258,8 @@ def run_dataset(name: str, args) -> dict:
                 add_slice(ann, truth, axis, index)
                 painted.add((axis, index))
             t = time.perf_counter()
-            ckpt = train(image, ann, make_config(task, args.steps, args.smoke), resume=ckpt)
+            cfg = make_config(task, args.steps, args.smoke, args.finetune_lr)
+            ckpt = train(image, ann, cfg, resume=ckpt)
             train_s = time.perf_counter() - t
             s, probs = score(ckpt, image, truth, task)
             curve.append(
@@ -325,10 +328,12 @@ def finetune_check(name: str, args) -> dict:
         curve.append({"steps": iteration - scratch, "dice": d["dice"]})
         return d["dice"] >= before["dice"]
 
-    train(image, ann, make_config(task, scratch // 4, args.smoke), resume=ckpt, on_step=check)
+    cfg = make_config(task, scratch // 4, args.smoke, args.finetune_lr)
+    train(image, ann, cfg, resume=ckpt, on_step=check)
     reached = next((c["steps"] for c in curve if c["dice"] >= before["dice"]), None)
     return {
         "scratch_steps": scratch,
+        "finetune_learning_rate": args.finetune_lr,
         "dice_before": before["dice"],
         "finetune_curve": curve,
         "steps_to_previous_dice": reached,
@@ -378,6 +383,7 @@ def run(args) -> dict:
         "settings": {
             k: getattr(args, k)
             for k in (
+                "finetune_lr",
                 "rounds",
                 "add",
                 "steps",
@@ -395,7 +401,7 @@ def run(args) -> dict:
         data["datasets"][name] = run_dataset(name, args)
         data["datasets"][name]["seconds"] = time.perf_counter() - t
     if args.finetune:
-        data["finetune"] = finetune_check(args.datasets[0], args)
+        data["finetune"] = finetune_check((args.datasets or ["sample"])[0], args)
     if args.speed:
         data["speed"] = suggestion_speed((16, 32, 32) if args.smoke else (128, 256, 256))
     data["seconds"] = time.perf_counter() - t0
@@ -452,6 +458,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--finetune-method", default="entropy")
+    p.add_argument(
+        "--finetune-lr",
+        type=float,
+        help="peak learning rate of the fine-tuning runs (default: the product's, 0.01)",
+    )
     p.add_argument(
         "--speed",
         action=argparse.BooleanOptionalAction,

@@ -24,10 +24,11 @@ Scores (``method``):
 A slice counts as annotated when something was painted IN that plane: it holds an
 annotated voxel whose whole in-plane 3 x 3 neighbourhood is annotated
 (:func:`~.annotations.annotated_slices`) and which is not annotated on both sides along
-the slice's axis (beyond the volume counts as annotated). The second condition keeps a band left by three or more neighbouring
-painted slices of another axis (annotated on both sides) from counting; of a block of
-painted neighbouring slices, the outer two count and the ones inside are skipped anyway,
-as is every slice whose voxels are all annotated. Voxels already annotated add nothing
+the slice's axis (beyond the volume counts as annotated). The second condition keeps a
+band left by three or more neighbouring painted slices of another axis (annotated on
+both sides) from counting; of a block of painted neighbouring slices, the outer two
+count and the ones inside are skipped anyway, as is every slice whose voxels are all
+annotated. Voxels already annotated add nothing
 to a score.
 
 Arrays: probabilities ``(K, Z, Y, X)`` or ``(K, Y, X)``; annotation ``(Z, Y, X)`` or
@@ -47,7 +48,10 @@ import numpy as np
 from .annotations import _axis_letters, annotated_slices
 
 METHODS = ("entropy", "margin", "tta", "diversity")
-DEFAULT_METHOD = "entropy"
+#: The best on average in ``benchmarks/active.py`` (see benchmarks/RESULTS.md): with a
+#: few fine-tuning steps per round, filling the largest gaps matched or beat every
+#: uncertainty score, and needs no prediction.
+DEFAULT_METHOD = "diversity"
 #: Slices of the first axis handled at once (bounds the float32 temporaries).
 _CHUNK_VOXELS = 1 << 22
 #: The weighted mean of a slice is taken over its foreground weight plus this share of
@@ -396,6 +400,7 @@ def suggest_for(
     axes: str = "zyx",
     method: str = DEFAULT_METHOD,
     min_distance: int | None = None,
+    spread: bool = False,
     config: Any = None,
     cancel: Any = None,
     quiet: bool = True,
@@ -410,7 +415,7 @@ def suggest_for(
         cancel: a CancelToken, checked between forward passes (a cancelled prediction
             raises :class:`~.events.Cancelled`, as :func:`~.inference.predict` does).
         quiet: no progress bar on stderr.
-        top, axes, method, min_distance: as in :func:`suggest_slices`.
+        top, axes, method, min_distance, spread: as in :func:`suggest_slices`.
 
     Returns:
         The suggestions, best first.
@@ -455,6 +460,7 @@ def suggest_for(
         method=method,
         tta_probabilities=tta,
         min_distance=min_distance,
+        spread=spread,
     )
 
 
@@ -467,6 +473,7 @@ def suggest_from_files(
     axes: str = "zyx",
     method: str = DEFAULT_METHOD,
     min_distance: int | None = None,
+    spread: bool = False,
     quiet: bool = True,
 ) -> list[Suggestion]:
     """:func:`suggest_for` on files: a model file, image file(s) (one per channel group)
@@ -500,5 +507,6 @@ def suggest_from_files(
         axes=axes,
         method=method,
         min_distance=min_distance,
+        spread=spread,
         quiet=quiet,
     )
