@@ -10,7 +10,8 @@ round the whole volume is predicted and scored against the dense reference (mean
 foreground Dice; instance F1 at IoU 0.5 for the instance task).
 
 Strategies: the scores of :func:`napari_unetseg.core.suggest.suggest_slices`
-(``entropy``, ``margin``, ``tta``) with their default ``min_distance``; ``even``
+(``entropy``, ``margin``, ``tta``, and ``entropy+spread``, ``tta+spread`` with
+``spread=True``) with their default ``min_distance``; ``even``
 (``method="diversity"``: the largest gap of the axis with the largest relative gap is
 bisected, i.e. evenly spaced slices added one at a time); ``random`` (uniform among the
 unannotated slices of all axes, seeded).
