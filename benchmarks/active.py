@@ -10,7 +10,8 @@ round the whole volume is predicted and scored against the dense reference (mean
 foreground Dice; instance F1 at IoU 0.5 for the instance task).
 
 Strategies: the scores of :func:`napari_unetseg.core.suggest.suggest_slices`
-(``entropy``, ``margin``, ``tta``) with their default ``min_distance``; ``even``
+(``entropy``, ``margin``, ``tta``, and ``entropy+spread``, ``tta+spread`` with
+``spread=True``) with their default ``min_distance``; ``even``
 (``method="diversity"``: the largest gap of the axis with the largest relative gap is
 bisected, i.e. evenly spaced slices added one at a time); ``random`` (uniform among the
 unannotated slices of all axes, seeded).
@@ -43,7 +44,7 @@ import numpy as np
 
 from benchmarks import _common as C
 
-STRATEGIES = ("entropy", "margin", "tta", "even", "random")
+STRATEGIES = ("entropy", "entropy+spread", "margin", "tta", "tta+spread", "even", "random")
 #: torch threads (set by --threads). One by default: on a machine shared with other
 #: work, two OpenMP threads on two cores spin-wait for each other (measured: 17x slower
 #: steps at load average 15 on 2 cores).
@@ -119,15 +120,17 @@ def add_slice(annotation: np.ndarray, truth: np.ndarray, axis: int, index: int) 
 
 
 def n_slices(annotation: np.ndarray) -> int:
-    from napari_unetseg.core.annotations import annotated_slices
+    """Painted slices over all axes, as :func:`~napari_unetseg.core.suggest.painted_slices`
+    sees them (the runs below also keep the exact list of slices they painted)."""
+    from napari_unetseg.core.suggest import painted_slices
 
-    return int(sum(len(v) for v in annotated_slices(annotation).values()))
+    return int(sum(len(v) for v in painted_slices(annotation).values()))
 
 
 # --------------------------------------------------------------------------- model
 
 
-def make_config(task: str, iterations: int, smoke: bool):
+def make_config(task: str, iterations: int, smoke: bool, lr: float | None = None):
     from napari_unetseg.core.config import Config
 
     cfg = Config()
@@ -142,6 +145,8 @@ def make_config(task: str, iterations: int, smoke: bool):
     cfg.data.patch_size = (16, 32, 32)
     cfg.train.batch_size = 2
     cfg.train.threads = THREADS[0]
+    if lr is not None:
+        cfg.train.learning_rate = lr
     return cfg
 
 
@@ -179,30 +184,32 @@ def score(ckpt, image, truth, task) -> tuple[dict, np.ndarray]:
     return out, pred.probabilities
 
 
-def choose(strategy, ckpt, image, annotation, probabilities, k, rng) -> tuple[list, float]:
-    """(K (axis, index) pairs, seconds spent choosing besides the first prediction)."""
-    from napari_unetseg.core.annotations import annotated_slices
+def choose(
+    strategy, ckpt, image, annotation, probabilities, k, rng, painted
+) -> tuple[list, float]:
+    """(K (axis, index) pairs, seconds spent choosing besides the first prediction).
+    ``painted``: the set of (axis, index) painted so far."""
     from napari_unetseg.core.suggest import flip_probabilities, suggest_slices
 
     t0 = time.perf_counter()
     if strategy == "random":
-        done = annotated_slices(annotation)
         free = [
             (a, i)
-            for a, letter in enumerate("zyx")
+            for a in range(annotation.ndim)
             for i in range(annotation.shape[a])
-            if i not in set(done[letter].tolist())
+            if (a, i) not in painted
         ]
         picks = [free[j] for j in rng.choice(len(free), size=k, replace=False)]
         return picks, time.perf_counter() - t0
-    method = "diversity" if strategy == "even" else strategy
-    tta = flip_probabilities(ckpt, image) if strategy == "tta" else None
+    method = "diversity" if strategy == "even" else strategy.split("+")[0]
+    tta = flip_probabilities(ckpt, image) if method == "tta" else None
     sugg = suggest_slices(
         None if method == "diversity" else probabilities,
         annotation,
         top=k,
         method=method,
         tta_probabilities=tta,
+        spread=strategy.endswith("+spread"),
     )
     return [(s.axis, s.index) for s in sugg], time.perf_counter() - t0
 
@@ -244,19 +251,23 @@ def run_dataset(name: str, args) -> dict:
     for strategy in args.strategies:
         rng = np.random.default_rng(args.seed)
         ann, ckpt, probs = ann0.copy(), ckpt0, p0
-        curve = [{"round": 0, "slices": n_slices(ann), "steps": args.initial_steps, **s0}]
+        painted = {(a, n // 2) for a, n in enumerate(truth.shape)}
+        curve = [{"round": 0, "slices": len(painted), "steps": args.initial_steps, **s0}]
         for r in range(1, args.rounds + 1):
-            picks, choose_s = choose(strategy, ckpt, image, ann, probs, args.add, rng)
+            picks, choose_s = choose(strategy, ckpt, image, ann, probs, args.add, rng, painted)
             for axis, index in picks:
                 add_slice(ann, truth, axis, index)
+                painted.add((axis, index))
             t = time.perf_counter()
-            ckpt = train(image, ann, make_config(task, args.steps, args.smoke), resume=ckpt)
+            cfg = make_config(task, args.steps, args.smoke, args.finetune_lr)
+            ckpt = train(image, ann, cfg, resume=ckpt)
             train_s = time.perf_counter() - t
             s, probs = score(ckpt, image, truth, task)
             curve.append(
                 {
                     "round": r,
-                    "slices": n_slices(ann),
+                    "slices": len(painted),
+                    "painted_slices_seen": n_slices(ann),
                     "steps": args.initial_steps + r * args.steps,
                     "picks": [list(p) for p in picks],
                     "choose_seconds": choose_s,
@@ -318,10 +329,12 @@ def finetune_check(name: str, args) -> dict:
         curve.append({"steps": iteration - scratch, "dice": d["dice"]})
         return d["dice"] >= before["dice"]
 
-    train(image, ann, make_config(task, scratch // 4, args.smoke), resume=ckpt, on_step=check)
+    cfg = make_config(task, scratch // 4, args.smoke, args.finetune_lr)
+    train(image, ann, cfg, resume=ckpt, on_step=check)
     reached = next((c["steps"] for c in curve if c["dice"] >= before["dice"]), None)
     return {
         "scratch_steps": scratch,
+        "finetune_learning_rate": args.finetune_lr,
         "dice_before": before["dice"],
         "finetune_curve": curve,
         "steps_to_previous_dice": reached,
@@ -371,6 +384,7 @@ def run(args) -> dict:
         "settings": {
             k: getattr(args, k)
             for k in (
+                "finetune_lr",
                 "rounds",
                 "add",
                 "steps",
@@ -388,7 +402,7 @@ def run(args) -> dict:
         data["datasets"][name] = run_dataset(name, args)
         data["datasets"][name]["seconds"] = time.perf_counter() - t
     if args.finetune:
-        data["finetune"] = finetune_check(args.datasets[0], args)
+        data["finetune"] = finetune_check((args.datasets or ["sample"])[0], args)
     if args.speed:
         data["speed"] = suggestion_speed((16, 32, 32) if args.smoke else (128, 256, 256))
     data["seconds"] = time.perf_counter() - t0
@@ -445,6 +459,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--finetune-method", default="entropy")
+    p.add_argument(
+        "--finetune-lr",
+        type=float,
+        help="peak learning rate of the fine-tuning runs (default: the product's, 0.01)",
+    )
     p.add_argument(
         "--speed",
         action=argparse.BooleanOptionalAction,

@@ -56,7 +56,18 @@ def _args(d, *extra):
 def test_suggest_writes_json(files, tmp_path, capsys):
     out = tmp_path / "s.json"
     code = main(
-        _args(files, "--labels", str(files / "ann.nii.gz"), "--top", "4", "--json", str(out))
+        _args(
+            files,
+            "--labels",
+            str(files / "ann.nii.gz"),
+            "--top",
+            "4",
+            "--method",
+            "entropy",
+            "--spread",
+            "--json",
+            str(out),
+        )
     )
     assert code == 0
     rows = json.loads(out.read_text())

@@ -312,6 +312,7 @@ def cmd_suggest(args) -> int:
         axes=args.axes,
         method=args.method,
         min_distance=args.min_distance,
+        spread=args.spread,
         quiet=args.quiet,
     )
     if found:
@@ -497,10 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--axes", default="zyx", help="axes to suggest slices along (default zyx)")
     g.add_argument(
         "--method",
-        choices=("entropy", "margin", "tta", "diversity"),
-        default="entropy",
-        help="score: entropy (default), margin, tta (flip disagreement: 3 more "
-        "predictions) or diversity (spread only)",
+        choices=("diversity", "entropy", "margin", "tta"),
+        default="diversity",
+        help="score: diversity (default: fill the largest gaps, no prediction), entropy, "
+        "margin or tta (flip disagreement: 3 more predictions)",
+    )
+    g.add_argument(
+        "--spread",
+        action="store_true",
+        help="with entropy, margin or tta: weigh the score by the distance to annotated "
+        "slices and to the borders",
     )
     g.add_argument(
         "--min-distance",

@@ -75,7 +75,7 @@ def test_foreground_region_not_diluted_by_background():
     p[0, 4], p[1, 4], p[2, 4] = 0.97, 0.015, 0.015  # faint haze over the whole slice
     p[:, 10, 5:25, 5:25] = 1.0 / 3  # one unsure object
     p[0, 10, 5:25, 5:25] = 1.0 / 3
-    out = suggest_slices(p, np.zeros(SHAPE, np.uint8), top=1, axes="z")
+    out = suggest_slices(p, np.zeros(SHAPE, np.uint8), top=1, axes="z", method="entropy")
     assert out[0].index == 10
 
 
@@ -87,12 +87,12 @@ def test_annotated_slices_are_never_suggested():
     ann[16] = 1  # the most uncertain slice is annotated
     ann[15, 3:9, 3:9] = 2  # a painted patch in slice 15
     ann[:, 7, :] = 1  # a painted y-slice crosses every z-slice as a line: not annotated
-    out = suggest_slices(p, ann, top=5, axes="z", min_distance=1)
+    out = suggest_slices(p, ann, top=5, axes="z", min_distance=1, method="entropy")
     picked = [s.index for s in out]
     assert 16 not in picked
     assert 15 not in picked
     assert picked[0] == 14
-    out = suggest_slices(p, ann, top=40, axes="y", min_distance=1)
+    out = suggest_slices(p, ann, top=40, axes="y", min_distance=1, method="entropy")
     assert 7 not in [s.index for s in out]
     assert len(out) == SHAPE[1] - 1
 
@@ -103,14 +103,16 @@ def test_top_picks_are_spread_out():
         _make_uncertain(p, 0, z, level=0.8)
     _make_uncertain(p, 0, 14, level=0.4)
     ann = np.zeros(SHAPE, np.uint8)
-    out = suggest_slices(p, ann, top=3, axes="z", min_distance=3)
+    out = suggest_slices(p, ann, top=3, axes="z", min_distance=3, method="entropy")
     idx = [s.index for s in out]
     assert len(set(idx)) == 3
     gaps = np.diff(sorted(idx))
     assert gaps.min() >= 3
     assert 14 in idx  # diversity brings in the less uncertain but distant slice
     # without the minimum distance the three top picks are neighbours
-    near = [s.index for s in suggest_slices(p, ann, top=3, axes="z", min_distance=1)]
+    near = [
+        s.index for s in suggest_slices(p, ann, top=3, axes="z", min_distance=1, method="entropy")
+    ]
     assert np.diff(sorted(near)).max() == 1
 
 
@@ -122,7 +124,7 @@ def test_distance_from_annotated_slices():
     p[0, 9], p[1, 9], p[2, 9] = 0.2, 0.4, 0.4  # the most uncertain, next to slice 8
     ann = np.zeros(SHAPE, np.uint8)
     ann[8] = 1
-    out = suggest_slices(p, ann, top=1, axes="z", min_distance=4)
+    out = suggest_slices(p, ann, top=1, axes="z", min_distance=4, method="entropy")
     assert abs(out[0].index - 8) >= 4
 
 
@@ -138,7 +140,7 @@ def test_all_axes_and_json_ready():
     rng = np.random.default_rng(1)
     p = rng.random((2, *SHAPE)).astype(np.float32)
     p /= p.sum(0, keepdims=True)
-    out = suggest_slices(p, np.zeros(SHAPE, np.uint8), top=9)
+    out = suggest_slices(p, np.zeros(SHAPE, np.uint8), top=9, method="entropy")
     assert len(out) == 9
     assert {s.axis for s in out} <= {0, 1, 2}
     assert [s.score for s in out] == sorted((s.score for s in out), reverse=True)
@@ -165,18 +167,18 @@ def test_tta_disagreement():
 def test_image_2d():
     p = _certain((33, 35))
     _make_uncertain(p, 1, 20)
-    out = suggest_slices(p, np.zeros((33, 35), np.uint8), top=1, axes="zyx")
+    out = suggest_slices(p, np.zeros((33, 35), np.uint8), top=1, axes="zyx", method="entropy")
     assert (out[0].axis, out[0].index) == (1, 20)
 
 
 def test_errors():
     p = _certain()
     with pytest.raises(ValueError, match="shape"):
-        suggest_slices(p, np.zeros((17, 33, 34), np.uint8))
+        suggest_slices(p, np.zeros((17, 33, 34), np.uint8), method="entropy")
     with pytest.raises(ValueError, match="method"):
         suggest_slices(p, np.zeros(SHAPE, np.uint8), method="magic")
     with pytest.raises(ValueError, match="axes"):
-        suggest_slices(p, np.zeros(SHAPE, np.uint8), axes="q")
+        suggest_slices(p, np.zeros(SHAPE, np.uint8), axes="q", method="entropy")
     assert set(METHODS) >= {"entropy", "margin", "tta", "diversity"}
 
 
@@ -208,3 +210,36 @@ def test_suggest_for_refuses_another_shape(tiny_model):
     ckpt, image, ann = tiny_model
     with pytest.raises(ValueError, match="annotation has shape"):
         suggest_for(ckpt, image, ann[:-1])
+
+
+def test_spread_prefers_uncertain_slices_in_large_gaps():
+    p = _certain()
+    _make_uncertain(p, 0, 0, level=0.6)  # the border slice: the most unsure
+    _make_uncertain(p, 0, 9, level=0.4)  # between the annotated slices 4 and 14
+    ann = np.zeros(SHAPE, np.uint8)
+    ann[4] = 1
+    ann[14] = 1
+    plain = suggest_slices(p, ann, top=1, axes="z", min_distance=1, method="entropy")
+    assert plain[0].index == 0
+    spread = suggest_slices(p, ann, top=1, axes="z", min_distance=1, spread=True, method="entropy")
+    assert spread[0].index == 9
+
+
+def test_neighbouring_painted_slices_do_not_hide_other_axes():
+    from napari_unetseg.core.suggest import painted_slices
+
+    ann = np.zeros(SHAPE, np.uint8)
+    ann[:, 10:14, :] = 1  # four neighbouring y-slices: a 4-wide band in every z-slice
+    ann[5] = 1  # one painted z-slice
+    found = painted_slices(ann)
+    assert found["z"].tolist() == [5]
+    assert found["y"].tolist() == [10, 13]  # the outer two of the block
+    assert found["x"].tolist() == []
+    p = _certain()
+    for z in range(SHAPE[0]):
+        _make_uncertain(p, 0, z, level=0.5)
+    out = suggest_slices(p, ann, top=3, axes="z", min_distance=1, method="entropy")
+    assert len(out) == 3
+    assert 5 not in [s.index for s in out]
+    inner = suggest_slices(p, ann, top=40, axes="y", min_distance=1, method="entropy")
+    assert not {11, 12} & {s.index for s in inner}  # annotated everywhere: nothing to add

@@ -23,8 +23,13 @@ Scores (``method``):
 
 A slice counts as annotated when something was painted IN that plane: it holds an
 annotated voxel whose whole in-plane 3 x 3 neighbourhood is annotated
-(:func:`~.annotations.annotated_slices`). The single lines that painted slices of the
-other axes leave in it do not count; voxels already annotated add nothing to a score.
+(:func:`~.annotations.annotated_slices`) and which is not annotated on both sides along
+the slice's axis (beyond the volume counts as annotated). The second condition keeps a
+band left by three or more neighbouring painted slices of another axis (annotated on
+both sides) from counting; of a block of painted neighbouring slices, the outer two
+count and the ones inside are skipped anyway, as is every slice whose voxels are all
+annotated. Voxels already annotated add nothing
+to a score.
 
 Arrays: probabilities ``(K, Z, Y, X)`` or ``(K, Y, X)``; annotation ``(Z, Y, X)`` or
 ``(Y, X)`` (0 = not annotated, 1 = background, 2.. = classes or objects). A
@@ -43,7 +48,10 @@ import numpy as np
 from .annotations import _axis_letters, annotated_slices
 
 METHODS = ("entropy", "margin", "tta", "diversity")
-DEFAULT_METHOD = "entropy"
+#: The best on average in ``benchmarks/active.py`` (see benchmarks/RESULTS.md): with a
+#: few fine-tuning steps per round, filling the largest gaps matched or beat every
+#: uncertainty score, and needs no prediction.
+DEFAULT_METHOD = "diversity"
 #: Slices of the first axis handled at once (bounds the float32 temporaries).
 _CHUNK_VOXELS = 1 << 22
 #: The weighted mean of a slice is taken over its foreground weight plus this share of
@@ -184,6 +192,29 @@ def _slice_sums(
 # --------------------------------------------------------------------------- ranking
 
 
+def painted_slices(annotation: np.ndarray) -> dict[str, np.ndarray]:
+    """Indices of the slices painted in their own plane, per axis letter (see the module
+    docstring): ``{"z": indices, "y": ..., "x": ...}`` (``"y"``, ``"x"`` for images)."""
+    annotation = np.asarray(annotation)
+    letters = _axis_letters(annotation.ndim)
+    mask = annotation > 0
+    inplane = annotated_slices(mask)
+    out = {}
+    for ax, letter in enumerate(letters):
+        candidates = inplane[letter]
+        if candidates.size == 0:
+            out[letter] = candidates
+            continue
+        m = np.moveaxis(mask, ax, 0)
+        # beyond the volume counts as annotated: a band reaching the border is a band
+        before = np.ones_like(m)
+        after = np.ones_like(m)
+        before[1:], after[:-1] = m[:-1], m[1:]
+        keep = [i for i in candidates if (m[i] & ~(before[i] & after[i])).any()]
+        out[letter] = np.asarray(keep, dtype=np.intp)
+    return out
+
+
 def _parse_axes(axes: str, ndim: int) -> list[int]:
     letters = _axis_letters(ndim)
     axes = axes.lower()
@@ -207,6 +238,7 @@ def suggest_slices(
     method: str = DEFAULT_METHOD,
     tta_probabilities: Sequence[np.ndarray] | None = None,
     min_distance: int | None = None,
+    spread: bool = False,
 ) -> list[Suggestion]:
     """Rank the unannotated slices by how much painting them is expected to help.
 
@@ -223,6 +255,10 @@ def suggest_slices(
         min_distance: no two suggestions, nor a suggestion and an annotated slice, lie
             closer than this many slices on the same axis (relaxed only when nothing
             else is left); ``None`` = ``max(2, axis size // 16)`` per axis.
+        spread: multiply the score by the ``"diversity"`` score (distance to the nearest
+            annotated or suggested slice as a share of the axis, the volume's borders
+            counting as annotated slices half a gap away): uncertain slices in large
+            gaps first, border slices (often unsure because they lack context) last.
 
     Returns:
         Up to ``top`` :class:`Suggestion` objects, best first.
@@ -248,7 +284,8 @@ def suggest_slices(
                     f"{tuple(np.shape(q))}: give the annotation of the predicted scan"
                 )
         sums = _slice_sums(p, annotation, method, tta_probabilities, ax_list)
-    done = annotated_slices(annotation)
+    done = painted_slices(annotation)
+    full = annotation > 0
     letters = _axis_letters(annotation.ndim)
     picked: list[Suggestion] = []
     # per axis: score, distance to the nearest annotated/picked slice, still available
@@ -262,7 +299,8 @@ def suggest_slices(
             if taken.size
             else np.full(n, np.inf)
         )
-        avail = np.ones(n, dtype=bool)
+        others = tuple(b for b in range(annotation.ndim) if b != a)
+        avail = ~full.all(axis=others)  # a slice annotated everywhere needs nothing
         avail[taken] = False
         gap = _auto_min_distance(n) if min_distance is None else max(1, int(min_distance))
         if sums is not None:
@@ -279,7 +317,9 @@ def suggest_slices(
                 ok = avail & ((dist >= gap) | relaxed)
                 if not ok.any():
                     continue
-                s = score if sums is not None else _spread(dist, spatial[a])
+                s = _spread(dist, spatial[a])
+                if sums is not None:
+                    s = score * s if spread else score
                 i = int(np.flatnonzero(ok)[np.argmax(s[ok])])
                 if best is None or s[i] > best[2]:
                     best = (a, i, float(s[i]))
@@ -360,6 +400,7 @@ def suggest_for(
     axes: str = "zyx",
     method: str = DEFAULT_METHOD,
     min_distance: int | None = None,
+    spread: bool = False,
     config: Any = None,
     cancel: Any = None,
     quiet: bool = True,
@@ -374,7 +415,7 @@ def suggest_for(
         cancel: a CancelToken, checked between forward passes (a cancelled prediction
             raises :class:`~.events.Cancelled`, as :func:`~.inference.predict` does).
         quiet: no progress bar on stderr.
-        top, axes, method, min_distance: as in :func:`suggest_slices`.
+        top, axes, method, min_distance, spread: as in :func:`suggest_slices`.
 
     Returns:
         The suggestions, best first.
@@ -419,6 +460,7 @@ def suggest_for(
         method=method,
         tta_probabilities=tta,
         min_distance=min_distance,
+        spread=spread,
     )
 
 
@@ -431,6 +473,7 @@ def suggest_from_files(
     axes: str = "zyx",
     method: str = DEFAULT_METHOD,
     min_distance: int | None = None,
+    spread: bool = False,
     quiet: bool = True,
 ) -> list[Suggestion]:
     """:func:`suggest_for` on files: a model file, image file(s) (one per channel group)
@@ -464,5 +507,6 @@ def suggest_from_files(
         axes=axes,
         method=method,
         min_distance=min_distance,
+        spread=spread,
         quiet=quiet,
     )
