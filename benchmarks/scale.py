@@ -15,7 +15,7 @@ Parts (each measurement of memory in a fresh interpreter, peak RSS = ``VmHWM``):
 
 Usage::
 
-    python -m benchmarks.scale [--smoke] [--sizes 1,4,16] [--out FILE]
+    python -m benchmarks.scale [--smoke] [--sizes 0.5,2,8] [--out FILE]
 
 ``--sizes`` in millions of voxels (the volumes are ``(Z, 256, 256)``).
 """
@@ -211,7 +211,7 @@ def run(args) -> dict[str, Any]:
                     "peak_rss_mib": _common.mib(res["peak_rss_bytes"]),
                 }
             )
-        depth = 64 if args.smoke else 128
+        depth = 64
         image = _make_volume(tmp / "dask.zarr", depth)
         dask = {}
         for workers in (1, 2):
@@ -274,10 +274,10 @@ def print_table(data: dict) -> None:
 def main(argv=None) -> int:
     parser = _common.arg_parser("scale", __doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the tests")
-    parser.add_argument("--sizes", default="1,4,16", help="millions of voxels per volume")
+    parser.add_argument("--sizes", default="0.5,2,8", help="millions of voxels per volume")
     parser.add_argument("--out", help="JSON file (default results/scale.json)")
     args = parser.parse_args(argv)
-    if args.smoke and args.sizes == "1,4,16":
+    if args.smoke and args.sizes == "0.5,2,8":
         args.sizes = "0.5,1"
     return _common.report("scale", args, run, print_table)
 
