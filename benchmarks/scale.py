@@ -15,9 +15,11 @@ Parts (each measurement of memory in a fresh interpreter, peak RSS = ``VmHWM``):
 
 Usage::
 
-    python -m benchmarks.scale [--smoke] [--sizes 1,4,16] [--out FILE]
+    python -m benchmarks.scale [--smoke] [--sizes 0.8,1.6,3.2] [--out FILE]
 
-``--sizes`` in millions of voxels (the volumes are ``(Z, 256, 256)``).
+``--sizes`` in millions of voxels (the volumes are ``(Z, 128, 128)``; blocks of
+24 x 128 x 128 voxels, so every size holds several blocks along Z and the regions
+predicted are the same whatever the size).
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ import numpy as np
 
 from . import _common
 
-PATCH = (32, 64, 64)
-BLOCK = (64, 128, 128)
-PLANE = (256, 256)
+PATCH = (16, 64, 64)
+BLOCK = (24, 128, 128)
+PLANE = (128, 128)
 
 
 def _settings(iterations: int) -> dict:
@@ -70,7 +72,7 @@ def _make_volume(path: Path, depth: int) -> Path:
     from napari_unetseg.core.sample import make_sample
 
     tile = (make_sample(shape=(64, 128, 128), seed=1)[0] * 150).clip(0, 255).astype(np.uint8)
-    tile = np.tile(tile, (1, PLANE[0] // 128, PLANE[1] // 128))
+    tile = np.tile(tile, (1, max(1, PLANE[0] // 128), max(1, PLANE[1] // 128)))
     arr = zarr.create_array(
         str(path), shape=(1, depth, *PLANE), chunks=(1, *BLOCK), dtype="u1", overwrite=True
     )
@@ -211,7 +213,7 @@ def run(args) -> dict[str, Any]:
                     "peak_rss_mib": _common.mib(res["peak_rss_bytes"]),
                 }
             )
-        depth = 64 if args.smoke else 128
+        depth = 64
         image = _make_volume(tmp / "dask.zarr", depth)
         dask = {}
         for workers in (1, 2):
@@ -274,11 +276,11 @@ def print_table(data: dict) -> None:
 def main(argv=None) -> int:
     parser = _common.arg_parser("scale", __doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the tests")
-    parser.add_argument("--sizes", default="1,4,16", help="millions of voxels per volume")
+    parser.add_argument("--sizes", default="0.8,1.6,3.2", help="millions of voxels per volume")
     parser.add_argument("--out", help="JSON file (default results/scale.json)")
     args = parser.parse_args(argv)
-    if args.smoke and args.sizes == "1,4,16":
-        args.sizes = "0.5,1"
+    if args.smoke and args.sizes == "0.8,1.6,3.2":
+        args.sizes = "0.4,0.8"
     return _common.report("scale", args, run, print_table)
 
 

@@ -361,6 +361,8 @@ def predict_blockwise(
     )
     if instances is not None and ckpt.task != "instances":
         raise ValueError(f"instances need a model trained for instances; this one is {ckpt.task}")
+    for note in (getattr(meta, "extra", None) or {}).get("notes", []):
+        yield Info(note, level="warning")
     yield Info(f"predicting on {predictor.description}")
     yield Info(plan.describe())
     t0 = time.perf_counter()

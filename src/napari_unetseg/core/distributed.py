@@ -115,7 +115,7 @@ def _executor(
         args = list(args)
         if not args:
             return
-        job = client.scatter(args[0][0], broadcast=True)
+        job = client.scatter(args[0][0], broadcast=True, hash=False)
         rest = [list(col) for col in zip(*(a[1:] for a in args))]
         futures = client.map(fn, [job] * len(args), *rest, pure=False)
         try:

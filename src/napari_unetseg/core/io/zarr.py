@@ -127,6 +127,18 @@ def open_zarr_volume(path: str | os.PathLike, *, allow_missing_chunks: bool = Fa
     return ZarrVolume(path, allow_missing_chunks=allow_missing_chunks)
 
 
+def _need(module: str) -> Any:
+    """Import ``module`` or say in one line which extra brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise VolumeIOError(
+            f"zarr volumes need {module.split('.')[0]}: pip install 'napari-unetseg[scale]'"
+        ) from exc
+
+
 def read_zarr(path: str | os.PathLike, *, allow_missing_chunks: bool = False):
     """Read a zarr / OME-Zarr store as ``(dask array (C, *spatial), VolumeMeta)``, lazily:
     each dask chunk is one chunk of the store, read when computed."""
@@ -138,7 +150,7 @@ def read_zarr(path: str | os.PathLike, *, allow_missing_chunks: bool = False):
 
 
 def _open(path: Path, allow_missing: bool) -> tuple[Any, VolumeMeta, dict[str, Any]]:
-    import zarr
+    zarr = _need("zarr")
 
     if not path.exists():
         raise VolumeIOError(f"{path}: zarr store not found; check the path.")
