@@ -159,11 +159,8 @@ def setup_run(
     if slice_axis is not None:
         cfg.data.slice_axis = slice_axis
     if resume is not None:
-        if resume.normalizer is None:
-            raise ValueError(
-                "the model to continue has no intensity normalisation stored; "
-                "start a new model instead"
-            )
+        if resume.normalizer is None:  # check_resume refuses such a model already
+            raise ValueError("the model to continue has no normalisation record")
         cfg.model = resume.config.model
         cfg.data.patch_size = resume.config.data.patch_size
         cfg.data.normalization = resume.config.data.normalization
