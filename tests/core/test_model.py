@@ -155,3 +155,8 @@ def test_group_count_divides_channels():
 
 def test_parameter_count_grows_with_width():
     assert count_parameters(UNet(tiny(base_width=8))) > count_parameters(UNet(tiny()))
+
+
+def test_an_unplanned_base_width_is_refused_clearly():
+    with pytest.raises(ConfigError, match="base_width is not set"):
+        UNet(tiny(base_width=None))

@@ -1,5 +1,6 @@
 """The Trainer: event sequence, cancellation, resume, determinism, tasks, and learning."""
 
+import dataclasses
 import itertools
 import shutil
 
@@ -326,3 +327,16 @@ def test_learns_across_cases():
     dice = [r["dice"] for r in res.values()]
     assert len(dice) == 2
     assert np.mean(dice) > 0.7, res
+
+
+def test_resume_without_normalisation_and_a_closed_trainer_are_refused(sample, annotation):
+    trainer = Trainer(sample[0][None], annotation, tiny_config(iterations=1))
+    ckpt = run_to_completion(trainer.run()).result
+    bare = dataclasses.replace(ckpt, normalizer=None)
+    with pytest.raises(ValueError, match="no normalisation"):
+        Trainer(sample[0][None], annotation, tiny_config(), resume=bare)
+    trainer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        trainer.set_preview(0, 1)
+    with pytest.raises(RuntimeError, match="closed"):
+        list(trainer.run())

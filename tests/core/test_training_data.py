@@ -287,3 +287,19 @@ def test_a_case_without_spacing_counts_as_isotropic_one(volumes):
     assert trainer.config.data.target_spacing == (2.0, 1.0, 1.0)
     shapes = {np.asarray(t).shape for _, t in trainer.data.train + trainer._val_items}
     assert (8, 32, 32) in shapes  # the case of unknown (1 mm) spacing, at 2 mm
+
+
+def test_a_case_to_resample_needs_a_spacing(volumes):
+    from napari_unetseg.core.training_data import prepare_cases
+
+    (case,) = cases_of(volumes, 1)
+    norm = fit_dataset_normalizer([case.image], [case.annotation])
+    with pytest.raises(ValueError, match="'c0' has no voxel spacing"):
+        prepare_cases(
+            [case],
+            DataConfig(),
+            task="semantic",
+            num_outputs=3,
+            normalizer=norm,
+            target_spacings=[(2.0, 1.0, 1.0)],
+        )

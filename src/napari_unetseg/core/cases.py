@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,9 @@ class Case:
         meta: the source geometry (``VolumeMeta``) used to write outputs; None for
             in-memory arrays.
         channel_names: one name per channel (e.g. "T1", "FLAIR"); may be empty.
+        image_paths: the files the channels were read from, one per channel (empty for
+            in-memory arrays).
+        label_path: the file the annotation was read from, or None.
     """
 
     name: str
@@ -40,6 +44,8 @@ class Case:
     spacing: tuple[float, ...] | None = None
     meta: Any = None
     channel_names: list[str] = field(default_factory=list)
+    image_paths: list[Path] = field(default_factory=list)
+    label_path: Path | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

@@ -147,7 +147,7 @@ class Normalizer:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        d = {
+        d: dict[str, Any] = {
             "mode": self.mode,
             "offsets": list(self.offsets),
             "scales": list(self.scales),

@@ -286,7 +286,8 @@ def _training_files(root: Path, spec: dict, info: DatasetInfo) -> list[tuple[str
 
 def _load_case(name: str, paths: list, label_path: Path, info: DatasetInfo):
     """(image (C, *spatial), annotation in project convention, spacing, meta)."""
-    channels, meta = [], None
+    channels: list[np.ndarray] = []
+    meta: vio.VolumeMeta | None = None
     try:
         for p in paths:
             data, m = vio.read_volume(p)
@@ -302,6 +303,8 @@ def _load_case(name: str, paths: list, label_path: Path, info: DatasetInfo):
         labels, _ = vio.read_labels(label_path)
     except vio.VolumeIOError as exc:
         raise DatasetError(f"case {name}: {exc}") from exc
+    if meta is None:
+        raise DatasetError(f"case {name}: no image file; dataset.json must list its channels")
     image = np.stack(channels)
     if labels.shape != image.shape[1:]:
         raise DatasetError(
@@ -333,6 +336,8 @@ class LazyCase(Case):
     values) are raised as :class:`DatasetError` when the case is loaded.
     """
 
+    label_path: Path
+
     def __init__(self, name: str, image_paths: list, label_path: Path, info: DatasetInfo):
         self.name = name
         self.channel_names = list(info.channel_names)
@@ -341,14 +346,16 @@ class LazyCase(Case):
         self._info = info
         self._data: list | None = None
 
-    def _get(self, i: int):
+    def _loaded_data(self) -> list:
         if self._data is None:
             self._data = list(_load_case(self.name, self.image_paths, self.label_path, self._info))
-        return self._data[i]
+        return self._data
+
+    def _get(self, i: int):
+        return self._loaded_data()[i]
 
     def _set(self, i: int, value) -> None:
-        self._get(i)
-        self._data[i] = value
+        self._loaded_data()[i] = value
 
     image = property(lambda self: self._get(0), lambda self, v: self._set(0, v))
     annotation = property(lambda self: self._get(1), lambda self, v: self._set(1, v))
@@ -365,10 +372,16 @@ class LazyCase(Case):
 
     def load(self) -> Case:
         """A plain in-memory Case with this case's data and file names."""
-        case = Case(self.name, self.image, self.annotation, self.spacing, self.meta)
-        case.channel_names = list(self.channel_names)
-        case.image_paths, case.label_path = list(self.image_paths), self.label_path
-        return case
+        return Case(
+            self.name,
+            self.image,
+            self.annotation,
+            self.spacing,
+            self.meta,
+            channel_names=list(self.channel_names),
+            image_paths=list(self.image_paths),
+            label_path=self.label_path,
+        )
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else "not loaded"

@@ -23,6 +23,7 @@ from napari_unetseg.core.dataset import (
     LABEL_NAMES_KEY,
     SUPPORTED_SUFFIXES,
     DatasetError,
+    LazyCase,
 )
 
 __all__ = ["find_cases", "parse_regions", "regions_class_order", "write_nnunet_dataset"]
@@ -50,12 +51,12 @@ def regions_class_order(regions: Mapping[str, Sequence[int]]) -> list[int]:
 @contextmanager
 def _loaded(case: Case):
     """Use a case; a lazily read case that was not loaded before is unloaded after."""
-    was_loaded = getattr(case, "loaded", True)
+    lazy = case if isinstance(case, LazyCase) and not case.loaded else None
     try:
         yield case
     finally:
-        if not was_loaded:
-            case.unload()
+        if lazy is not None:
+            lazy.unload()
 
 
 def _case_meta(case: Case, spatial: tuple[int, ...]) -> vio.VolumeMeta:
@@ -176,9 +177,9 @@ def write_nnunet_dataset(
                     labels = _nnunet_labels(case, n_classes, ignore)
                     path = root / "labelsTr" / f"{case.name}{ending}"
                     written.add(vio.write_labels(labels, meta, path, overwrite=True))
-                for c in range(n_ch):
-                    path = folder / f"{case.name}_{c:04d}{ending}"
-                    _write_channel(np.asarray(case.image[c]), meta, path)
+                for ch in range(n_ch):
+                    path = folder / f"{case.name}_{ch:04d}{ending}"
+                    _write_channel(np.asarray(case.image[ch]), meta, path)
                     written.add(path)
         except vio.VolumeIOError as exc:
             raise DatasetError(f"case {case.name}: {exc}") from exc

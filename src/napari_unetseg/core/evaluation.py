@@ -105,8 +105,8 @@ def evaluate(
         for name, labels in regions.items():
             lab = [int(v) for v in labels]
             p, t = np.isin(pred, lab), np.isin(truth, lab)
-            row = semantic_metrics(p.astype(np.uint8), t.astype(np.uint8), classes=[1])
-            entry = next(iter(row.values()))
+            rows = semantic_metrics(p.astype(np.uint8), t.astype(np.uint8), classes=[1])
+            entry = next(iter(rows.values()))
             if hd95:
                 entry["hd95"] = _hd95(p, t, sp)
             reg[name] = entry

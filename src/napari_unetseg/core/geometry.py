@@ -115,7 +115,7 @@ def network_dims(cases: Sequence, config: Config, resume=None) -> tuple[int, int
 
 def case_spacings(cases: Sequence) -> list[tuple[float, ...] | None]:
     """Each case's spacing trimmed to its spatial axes (``None`` stays ``None``)."""
-    out = []
+    out: list[tuple[float, ...] | None] = []
     for c in cases:
         if c.spacing is None:
             out.append(None)

@@ -56,11 +56,11 @@ def default_pool(spatial_dims: int, depth: int) -> list[list[int]]:
 
 def _norm(kind: str, channels: int, spatial_dims: int) -> nn.Module:
     if kind == "instance":
-        cls = nn.InstanceNorm3d if spatial_dims == 3 else nn.InstanceNorm2d
-        return cls(channels, eps=1e-5, affine=True)
+        instance = nn.InstanceNorm3d if spatial_dims == 3 else nn.InstanceNorm2d
+        return instance(channels, eps=1e-5, affine=True)
     if kind == "batch":
-        cls = nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d
-        return cls(channels, eps=1e-5)
+        batch = nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d
+        return batch(channels, eps=1e-5)
     if kind == "group":
         return nn.GroupNorm(group_count(channels), channels, eps=1e-5, affine=True)
     raise ConfigError(f"norm must be 'instance', 'batch' or 'group', not {kind!r}")
@@ -76,6 +76,43 @@ def group_count(channels: int, max_groups: int = 8, min_per_group: int = 2) -> i
     return 1
 
 
+def _size3(v: Sequence[int] | int) -> tuple[int, int, int] | int:
+    if isinstance(v, int):
+        return v
+    z, y, x = v
+    return int(z), int(y), int(x)
+
+
+def _size2(v: Sequence[int] | int) -> tuple[int, int] | int:
+    if isinstance(v, int):
+        return v
+    y, x = v
+    return int(y), int(x)
+
+
+def _conv(
+    spatial_dims: int,
+    in_ch: int,
+    out_ch: int,
+    kernel: Sequence[int] | int,
+    stride: Sequence[int] | int = 1,
+    padding: int = 0,
+    *,
+    transpose: bool = False,
+) -> nn.Module:
+    """A 2D or 3D convolution (transposed when asked) with a bias; ``kernel`` and
+    ``stride`` are one int or one value per spatial axis (Z, Y, X) / (Y, X)."""
+    if spatial_dims == 3:
+        k3, s3 = _size3(kernel), _size3(stride)
+        if transpose:
+            return nn.ConvTranspose3d(in_ch, out_ch, kernel_size=k3, stride=s3)
+        return nn.Conv3d(in_ch, out_ch, kernel_size=k3, stride=s3, padding=padding, bias=True)
+    k2, s2 = _size2(kernel), _size2(stride)
+    if transpose:
+        return nn.ConvTranspose2d(in_ch, out_ch, kernel_size=k2, stride=s2)
+    return nn.Conv2d(in_ch, out_ch, kernel_size=k2, stride=s2, padding=padding, bias=True)
+
+
 class ConvNormAct(nn.Sequential):
     """Convolution -> normalisation -> LeakyReLU(0.01)."""
 
@@ -87,9 +124,8 @@ class ConvNormAct(nn.Sequential):
         norm: str,
         stride: Sequence[int] | int = 1,
     ):
-        conv_cls = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
         super().__init__(
-            conv_cls(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=True),
+            _conv(spatial_dims, in_ch, out_ch, kernel=3, stride=stride, padding=1),
             _norm(norm, out_ch, spatial_dims),
             nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True),
         )
@@ -138,6 +174,10 @@ class UNet(nn.Module):
         if pad_mode not in ("replicate", "zeros"):
             raise ConfigError("pad_mode must be 'replicate' or 'zeros'")
         d = cfg.spatial_dims
+        if cfg.base_width is None:
+            raise ConfigError(
+                "model.base_width is not set: give it, or let training plan it (make_plan)"
+            )
         pool = [list(map(int, k)) for k in (cfg.pool or default_pool(d, cfg.depth))]
         for kernel in pool:
             if len(kernel) != d or any(k < 1 for k in kernel):
@@ -154,7 +194,6 @@ class UNet(nn.Module):
         self.pad_mode = pad_mode
         self.downsampling = downsampling
 
-        conv_t = nn.ConvTranspose3d if d == 3 else nn.ConvTranspose2d
         max_pool = nn.MaxPool3d if d == 3 else nn.MaxPool2d
 
         self.encoder = nn.ModuleList()
@@ -168,7 +207,7 @@ class UNet(nn.Module):
                     stride = kernel
                     self.down.append(nn.Identity())
                 else:
-                    self.down.append(max_pool(kernel, kernel))
+                    self.down.append(max_pool(tuple(kernel), tuple(kernel)))
             self.encoder.append(Level(d, in_ch, width, cfg.norm, stride=stride))
             in_ch = width
 
@@ -177,7 +216,7 @@ class UNet(nn.Module):
         for level in range(cfg.depth - 2, -1, -1):
             kernel = pool[level]
             width, below = self.widths[level], self.widths[level + 1]
-            self.up.append(conv_t(below, width, kernel_size=kernel, stride=kernel))
+            self.up.append(_conv(d, below, width, kernel, stride=kernel, transpose=True))
             self.decoder.append(Level(d, 2 * width, width, cfg.norm))
 
         head_cls = nn.Conv3d if d == 3 else nn.Conv2d
@@ -252,7 +291,8 @@ class UNet(nn.Module):
         x = self.head(x)
 
         if target != spatial:
-            x = x[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
+            crop = (slice(None), slice(None), *(slice(0, s) for s in spatial))
+            x = x[crop]
         return x
 
 

@@ -9,6 +9,8 @@ previewed slice by slice.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +18,11 @@ import torch
 from .annotations import IGNORE_INDEX, instance_target
 from .config import Config, InferConfig
 from .events import Done, Preview, Validation
+
+if TYPE_CHECKING:
+    from .data import Normalizer
+    from .model import UNet
+    from .planning import Plan
 
 #: Validation predicts whole items up to this many voxels in all, else crops around the
 #: held-out voxels up to this many voxels in total.
@@ -48,30 +55,54 @@ def _dense(array) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-class Monitoring:
-    """Validation and previews; mixed into :class:`~.training.Trainer`, whose attributes
-    (model, device, patch size, normaliser, validation items and crops) it reads."""
+def prepare_validation(
+    validation: Sequence[np.ndarray], cfg: Config, task: str, normalizer: Normalizer
+) -> tuple[np.ndarray, np.ndarray]:
+    """The given ``(image, dense_reference)`` as a validation item (image, target).
 
-    def _prepare_validation(self, validation, cfg: Config):
-        """The given ``(image, dense_reference)`` as a validation item (image, target)."""
-        try:
-            val_image, reference = validation
-        except (TypeError, ValueError) as e:
-            raise ValueError("validation must be a pair (image, dense_reference)") from e
-        reference = np.asarray(reference)
-        val_image = _as_image(val_image, tuple(reference.shape))
-        if val_image.shape[0] != cfg.model.in_channels:
-            raise ValueError(
-                f"the validation image has {val_image.shape[0]} channel(s), the training "
-                f"image {cfg.model.in_channels}"
-            )
-        if reference.ndim != (cfg.data.image_dims or cfg.model.spatial_dims):
-            raise ValueError("the validation volume must have as many axes as the training one")
-        if self.task == "instances":
-            truth = instance_target(reference.astype(np.int64) + 1)
-        else:
-            truth = reference.astype(np.int64)
-        return self.normalizer.for_image(val_image).apply(val_image), truth
+    The image is ``(C, *spatial)`` (one channel may omit C) and is normalised with
+    ``normalizer``; the reference ``(*spatial)`` holds 0 = background, k = class / object
+    id, and becomes the target of ``task``.
+    """
+    try:
+        val_image, reference = validation
+    except (TypeError, ValueError) as e:
+        raise ValueError("validation must be a pair (image, dense_reference)") from e
+    reference = np.asarray(reference)
+    val_image = _as_image(val_image, tuple(reference.shape))
+    if val_image.shape[0] != cfg.model.in_channels:
+        raise ValueError(
+            f"the validation image has {val_image.shape[0]} channel(s), the training "
+            f"image {cfg.model.in_channels}"
+        )
+    if reference.ndim != (cfg.data.image_dims or cfg.model.spatial_dims):
+        raise ValueError("the validation volume must have as many axes as the training one")
+    if task == "instances":
+        truth = instance_target(reference.astype(np.int64) + 1)
+    else:
+        truth = reference.astype(np.int64)
+    return normalizer.for_image(val_image).apply(val_image), truth
+
+
+class Monitoring:
+    """Validation and previews; mixed into :class:`~.training.Trainer`, which sets the
+    attributes declared here (model, device, patch size, validation items and crops)."""
+
+    config: Config
+    task: str
+    metric_names: list[str]
+    model: UNet
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    plan: Plan
+    patch_size: tuple[int, ...]
+    slice_axis: int | None
+    #: the image previews show (C, *spatial); None after the Trainer is closed
+    image: np.ndarray | None
+    _val_items: list[tuple[np.ndarray, np.ndarray]]
+    _val_crops: list[tuple[int, tuple[slice, ...]]]
+    iteration: int
+    history: list[dict]
 
     def _validation_crops(self, seed: int) -> list[tuple[int, tuple[slice, ...]]]:
         """Regions predicted for validation, as (item, crop): whole items when they are
@@ -80,7 +111,7 @@ class Monitoring:
         slices that hold held-out voxels."""
         rng = np.random.default_rng(seed + 1)
         budget = max(1, VALIDATION_VOXELS // len(self._val_items))
-        crops = []
+        crops: list[tuple[int, tuple[slice, ...]]] = []
         for i, (_, target) in enumerate(self._val_items):
             mask = np.asarray(target) != IGNORE_INDEX
             shape = mask.shape
@@ -128,6 +159,8 @@ class Monitoring:
                 if isinstance(ev, Done):
                     probs = ev.result
         self.model.train()
+        if probs is None:
+            raise RuntimeError("the sliding-window prediction ended without a result")
         return probs
 
     def validate(self) -> Validation:
@@ -142,7 +175,8 @@ class Monitoring:
             image, target = self._val_items[item]
             t = np.asarray(target[crop]).astype(np.int64)
             mask = t != IGNORE_INDEX
-            x = _dense(image[(slice(None), *crop)])
+            region = (slice(None), *crop)  # all channels
+            x = _dense(image[region])
             if self.slice_axis is not None:
                 x = _dense(np.take(x, 0, axis=1 + self.slice_axis))
                 probs = np.expand_dims(self._probabilities(x), 1 + self.slice_axis)
@@ -186,22 +220,28 @@ class Monitoring:
             loss=ce,
         )
 
+    def _open_image(self) -> np.ndarray:
+        if self.image is None:
+            raise RuntimeError("the Trainer is closed; make a new one")
+        return self.image
+
     def _preview(self, axis: int, index: int) -> Preview:
         """Probabilities (K, H, W) of one slice, predicted from a slab around it."""
-        spatial = self.image.shape[1:]
+        image = self._open_image()
+        spatial = image.shape[1:]
         if len(spatial) == 2:
-            probs = self._probabilities(_dense(self.image), overlap=0.0)
+            probs = self._probabilities(_dense(image), overlap=0.0)
             return Preview(self.iteration, axis, index, probs.astype(np.float32))
         sa = self.slice_axis
         if sa is not None:  # a 2D network on the slices along sa
             if axis == sa:
-                plane = np.take(self.image, index, axis=1 + sa)
+                plane = np.take(image, index, axis=1 + sa)
                 probs = self._probabilities(_dense(plane), 0.0)
                 return Preview(self.iteration, axis, index, probs.astype(np.float32))
             pos = axis - (axis > sa)  # the preview axis among the slice's two axes
             rows = []
             for k in range(spatial[sa]):
-                plane = _dense(np.take(self.image, k, axis=1 + sa))
+                plane = _dense(np.take(image, k, axis=1 + sa))
                 rows.append(np.take(self._probabilities(plane, 0.0), index, axis=1 + pos))
             other = 3 - axis - sa
             plane = np.stack(rows, axis=1 if sa < other else 2)
@@ -210,7 +250,7 @@ class Monitoring:
         lo = min(max(0, index - thick // 2), spatial[axis] - thick)
         sl: list = [slice(None)] * 4
         sl[1 + axis] = slice(lo, lo + thick)
-        slab = _dense(self.image[tuple(sl)])
+        slab = _dense(image[tuple(sl)])
         probs = self._probabilities(slab, overlap=0.0)
         plane = np.take(probs, index - lo, axis=1 + axis)
         return Preview(self.iteration, axis, index, np.ascontiguousarray(plane, np.float32))

@@ -185,12 +185,14 @@ class DatasetSampler:
         src = tuple(
             slice(max(0, a), min(s, a + p)) for a, p, s in zip(corner, self._read_patch, shape)
         )
+        src_all = (slice(None), *src)  # with all channels
         if all(a >= 0 and a + p <= s for a, p, s in zip(corner, self._read_patch, shape)):
-            return image[(slice(None), *src)], target[src]
+            return image[src_all], target[src]
         dst = tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(src, corner))
         img = np.zeros((image.shape[0], *self._read_patch), dtype=np.float32)
         tgt = np.full(self._read_patch, IGNORE_INDEX, dtype=np.int64)
-        img[(slice(None), *dst)] = image[(slice(None), *src)]
+        dst_all = (slice(None), *dst)
+        img[dst_all] = image[src_all]
         tgt[dst] = target[src]
         return img, tgt
 

@@ -219,8 +219,10 @@ def _section_settings(cls: type, section: str | None) -> list[Setting]:
             continue
         if f.default is not dataclasses.MISSING:
             default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
         else:
-            default = f.default_factory()  # type: ignore[misc]
+            raise TypeError(f"setting {cls.__name__}.{f.name} has no default")
         m = f.metadata
         out.append(
             Setting(

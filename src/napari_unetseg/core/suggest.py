@@ -139,6 +139,14 @@ def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
     return out
 
 
+def _mean(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Element-wise mean of equally shaped arrays (summed in order, in their dtype)."""
+    total = arrays[0]
+    for a in arrays[1:]:
+        total = total + a
+    return total / len(arrays)
+
+
 def _voxel_uncertainty(
     p: np.ndarray, method: str, tta: Sequence[np.ndarray] | None, sl: slice
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -148,9 +156,8 @@ def _voxel_uncertainty(
         u = _margin(chunk)
     elif method == "tta":
         members = [chunk] + [np.asarray(t[:, sl], dtype=np.float32) for t in tta or ()]
-        mean = sum(members) / len(members)
-        u = _entropy(mean) - sum(_entropy(m) for m in members) / len(members)
-        u = np.clip(u, 0.0, 1.0)
+        mean = _mean(members)
+        u = np.clip(_entropy(mean) - _mean([_entropy(m) for m in members]), 0.0, 1.0)
         chunk = mean
     else:
         u = _entropy(chunk)
@@ -289,7 +296,7 @@ def suggest_slices(
     letters = _axis_letters(annotation.ndim)
     picked: list[Suggestion] = []
     # per axis: score, distance to the nearest annotated/picked slice, still available
-    state = {}
+    state: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray | None]] = {}
     for a in ax_list:
         n = spatial[a]
         taken = np.asarray(done[letters[a]], dtype=np.intp)
@@ -328,8 +335,8 @@ def suggest_slices(
         if best is None:
             break
         a, i, s = best
-        score, dist, avail, gap, den = state[a]
-        reason = _reason(method, s, dist[i], den[i] if den is not None else None)
+        _, dist, avail, _, held = state[a]
+        reason = _reason(method, s, dist[i], held[i] if held is not None else None)
         picked.append(Suggestion(axis=a, index=i, score=s, reason=reason))
         avail[i] = False
         np.minimum(dist, np.abs(np.arange(spatial[a]) - i), out=dist)

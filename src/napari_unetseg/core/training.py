@@ -27,7 +27,6 @@ automatic mixed precision (bfloat16, or float16 with loss scaling).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
@@ -36,22 +35,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .annotations import IGNORE_INDEX
 from .cases import Case, as_cases
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import Config, ConfigError
 from .events import CancelToken, Done, Event, Info, Step
-from .monitoring import VALIDATION_VOXELS, Monitoring  # noqa: F401 (the limit's old home)
-from .recovery import StepGuard, gradient_norm
-from .resample import resampled_shape
+from .monitoring import VALIDATION_VOXELS, Monitoring, prepare_validation  # noqa: F401
+from .training_setup import INSTANCE_CLASS_NAMES, setup_run  # noqa: F401
+from .training_step import Optimisation
 
 #: Share of the run used for the linear learning-rate warm-up (at most 50 steps).
 WARMUP_FRACTION = 0.05
 #: The learning rate decays (cosine) to this fraction of its peak.
 FINAL_LR_FRACTION = 0.02
-INSTANCE_CLASS_NAMES = ("interior", "boundary")
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -64,15 +60,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * cosine
 
 
-def _drop_axis(values, axis: int | None, dims: int):
-    """``values`` (a patch size or pool kernel) without ``axis`` when it has one entry per
-    axis of the ``dims``-D images (settings written for the volume, used by a 2D network)."""
-    if values is None or axis is None or len(values) != dims:
-        return values
-    return type(values)(v for a, v in enumerate(values) if a != axis)
-
-
-class Trainer(Monitoring):
+class Trainer(Monitoring, Optimisation):
     """Train on a dataset of annotated cases; one (image, annotation) pair is the
     one-case dataset.
 
@@ -132,14 +120,7 @@ class Trainer(Monitoring):
         resume: Checkpoint | None = None,
         cancel: CancelToken | None = None,
     ):
-        from .classes import check_resume, has_background, resolve_classes
-        from .device import autocast_dtype, configure_threads, select_device
-        from .geometry import case_spacings, check_cases, network_dims, training_spacing
-        from .losses import SparseCEDiceLoss
-        from .model import UNet
-        from .planning import make_plan
         from .sampling import DatasetSampler
-        from .training_data import fit_dataset_normalizer, prepare_cases
 
         if cases is not None and spacing is not None:
             raise ValueError("give the spacing of each case in its Case, not as spacing=")
@@ -150,118 +131,35 @@ class Trainer(Monitoring):
             raise ConfigError("config must be a napari_unetseg Config")
         all_cases = as_cases(image, annotation, cases=cases, spacing=spacing)
         self.cancel = cancel if cancel is not None else CancelToken()
-        cfg = config.copy().validate()
         self.settings = config.copy()  # as given: "automatic" stays None
         names = next((list(c.channel_names) for c in all_cases if c.channel_names), [])
         if not names:
             meta = getattr(all_cases[0], "meta", None)
             names = list(getattr(meta, "channel_names", None) or [])
         self.channel_names = names
-        self.task = cfg.train.task
         self.info: list[Info] = []
-        notes: list[Info] = []
 
-        # ---- cases, classes, dimensions
-        used, values, skipped = check_cases(all_cases)
-        notes += [Info(t, level="warning") for t in skipped]
-        num_classes = cfg.model.num_classes if self.task == "semantic" else None
-        class_names, num_classes = resolve_classes(values, self.task, cfg.class_names, num_classes)
-        if self.task == "semantic":
-            bare = [c.name for c, v in zip(used, values) if not has_background(v)]
-            if bare:
-                which = "the annotation" if len(used) == 1 else "case(s) " + ", ".join(bare)
-                notes.append(
-                    Info(
-                        f"{which}: no background (value 1) painted; the network learns "
-                        "background only from other cases or not at all - paint some",
-                        level="warning",
-                    )
-                )
-        self.metric_names = list(INSTANCE_CLASS_NAMES) if self.task == "instances" else class_names
-        cfg.class_names = class_names
-        self.class_names = class_names
-        channels = used[0].channels
-        net_dims, image_dims, slice_axis = network_dims(used, cfg, resume)
-        self.slice_axis = slice_axis
-        if resume is not None:
-            check_resume(resume, channels, net_dims, self.task, num_classes)
-
-        # ---- spacing, normalisation and plan
-        spacings = case_spacings(used)
-        if resume is not None and cfg.data.target_spacing is None:
-            cfg.data.target_spacing = getattr(resume.config.data, "target_spacing", None)
-        per_case, train_spacing, sp_text = training_spacing(
-            spacings, cfg.data.target_spacing, slice_axis
-        )
-        if sp_text is not None:
-            notes.append(Info(sp_text))
-        resampled = any(t is not None for t in per_case)
-        cfg.data.target_spacing = train_spacing if resampled else None
-        cfg.data.image_dims = image_dims
-        if slice_axis is not None:
-            cfg.data.slice_axis = slice_axis
-        if resume is not None:
-            cfg.model = resume.config.model
-            cfg.data.patch_size = resume.config.data.patch_size
-            cfg.data.normalization = resume.config.data.normalization
-            self.normalizer = resume.normalizer
-        else:
-            cfg.model.spatial_dims = net_dims
-            cfg.model.in_channels = channels
-            cfg.model.num_classes = num_classes
-            cfg.data.patch_size = _drop_axis(cfg.data.patch_size, slice_axis, image_dims)
-            if cfg.model.pool is not None:
-                cfg.model.pool = [_drop_axis(k, slice_axis, image_dims) for k in cfg.model.pool]
-            self.normalizer = fit_dataset_normalizer(
-                [c.image for c in used], [c.annotation for c in used], cfg.data
-            )
-        self.device, device_text = select_device(cfg.train.device)
-        if self.device.type == "cpu":
-            configure_threads(cfg.train.threads)
-            device_text = f"CPU ({torch.get_num_threads()} threads)"
-        self.amp_dtype = autocast_dtype(self.device, cfg.train.precision)
-        self.spacing = train_spacing
-        # cases without a spacing count as isotropic 1 when the others are resampled
-        spacings = [sp if sp is not None else (1.0,) * image_dims for sp in spacings]
-        shapes = [
-            resampled_shape(c.spatial_shape, sp, t) if t is not None else c.spatial_shape
-            for c, sp, t in zip(used, spacings, per_case)
-        ]
-        plan_shape = tuple(int(v) for v in np.median(np.asarray(shapes), axis=0))
-        plan_spacing = train_spacing
-        if slice_axis is not None:
-            plan_shape = _drop_axis(plan_shape, slice_axis, image_dims)
-            plan_spacing = _drop_axis(train_spacing, slice_axis, image_dims)
-        self.plan = make_plan(plan_shape, plan_spacing, channels, cfg, device=self.device)
-        self.plan.apply(cfg)
-        cfg.validate()
+        # ---- cases -> classes, dimensions, spacing, normalisation, plan, data
+        setup = setup_run(all_cases, config, resume=resume, own_validation=validation is not None)
+        cfg = setup.config
+        self.task = setup.task
+        self.metric_names = setup.metric_names
+        self.class_names = setup.class_names
+        self.slice_axis = setup.slice_axis
+        self.normalizer = setup.normalizer
+        self.device, self.amp_dtype = setup.device, setup.amp_dtype
+        self.spacing = setup.spacing
+        self.plan = setup.plan
         self.config = cfg
-        self.patch_size = tuple(cfg.data.patch_size)
-
-        # ---- data
-        seed = int(cfg.train.seed)
-        split_cfg = cfg.data
-        if validation is not None:
-            split_cfg = dataclasses.replace(cfg.data, validation_fraction=0.0)
-            split_cfg.validation_cases = None
-        self.data = prepare_cases(
-            used,
-            split_cfg,
-            task=self.task,
-            num_outputs=num_classes,
-            normalizer=self.normalizer,
-            target_spacings=per_case,
-            source_spacings=spacings,
-            seed=seed,
-            slice_axis=slice_axis,
-        )
+        self.patch_size = tuple(int(p) for p in setup.plan.patch_size)
+        self.data = setup.data
         self._finalizer = weakref.finalize(self, self.data.store.close)
-        notes += [Info(t) for t in self.data.notes]
         val_text = self.data.validation_text
         self._val_items = self.data.val
         if validation is not None:
-            self._val_items = [self._prepare_validation(validation, cfg)]
+            self._val_items = [prepare_validation(validation, cfg, self.task, self.normalizer)]
             val_text = "validation on the given densely labelled volume"
+        seed = int(cfg.train.seed)
         self.sampler = DatasetSampler(
             [img for img, _ in self.data.train],
             [tgt for _, tgt in self.data.train],
@@ -269,50 +167,13 @@ class Trainer(Monitoring):
             foreground_fraction=cfg.data.foreground_fraction,
             augment=cfg.data.augment,
             seed=seed,
-            slice_axis=slice_axis,
+            slice_axis=self.slice_axis,
         )
         self.image = self.data.train[0][0]  # the case previews show
         self._val_crops = self._validation_crops(seed) if self._val_items else []
-        # ---- model, optimizer, loss
-        torch.manual_seed(seed)
-        self.model = UNet(cfg.model)
-        if resume is not None:
-            self.model.load_state_dict(resume.state_dict)
-        self.model.to(self.device)
-        self.channels_last = self.device.type == "cpu" and net_dims == 3
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last_3d)
-        # the network as the training step calls it: compiled on request (validation and
-        # previews keep the eager module, which shares the weights)
-        self._step_model = self.model
-        self._compile_pending = False
-        self._notes: list[Info] = []
-        if cfg.train.compile:
-            try:
-                self._step_model = torch.compile(self.model)
-                self._compile_pending = True
-            except Exception as e:  # e.g. a Python version torch.compile does not support
-                self._notes.append(_compile_failed(e))
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=cfg.train.learning_rate,
-            weight_decay=cfg.train.weight_decay,
-        )
-        if resume is not None and resume.optimizer_state is not None:
-            try:
-                self.optimizer.load_state_dict(resume.optimizer_state)
-            except (ValueError, KeyError) as e:
-                raise ValueError(
-                    f"the optimizer state of the resumed model is damaged: {e}"
-                ) from e
-        self.loss_fn = SparseCEDiceLoss(cfg.train.ce_weight, cfg.train.dice_weight)
-        self.scaler = None
-        self.guard = StepGuard(self.amp_dtype)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-            if self.amp_dtype == torch.float16:
-                self.scaler = torch.amp.GradScaler("cuda")
 
+        # ---- model, optimizer, loss
+        self._build_network(resume, setup.net_dims)
         self.iteration = int(resume.iterations) if resume is not None else 0
         self.history: list[dict] = list(resume.history) if resume is not None else []
         self.resumed = resume is not None
@@ -322,19 +183,19 @@ class Trainer(Monitoring):
 
         precision = "float32" if self.amp_dtype is None else str(self.amp_dtype)[6:]
         n_ann, n_all = self.data.annotated_voxels, self.data.total_voxels
-        where = "the image" if len(used) == 1 else f"{len(used)} cases"
+        where = "the image" if setup.cases == 1 else f"{setup.cases} cases"
         norm = f"{self.normalizer.mode} normalisation"
         norm += " (per case)" if self.normalizer.per_image else ""
-        if slice_axis is not None:
-            norm += f"; 2D network on the slices along axis {'ZYX'[slice_axis]}"
+        if self.slice_axis is not None:
+            norm += f"; 2D network on the slices along axis {'ZYX'[self.slice_axis]}"
         self.info = [
-            Info(f"training on {device_text}, {precision}"),
+            Info(f"training on {setup.device_text}, {precision}"),
             Info(self.plan.describe()),
             Info(
                 f"{n_ann} annotated voxels ({n_ann / max(1, n_all):.1%} of {where}), "
                 f"{norm}; {val_text}"
             ),
-            *notes,
+            *setup.notes,
         ]
         if resume is not None:
             self.info.append(Info(f"continuing from iteration {self.iteration}"))
@@ -343,17 +204,16 @@ class Trainer(Monitoring):
                 Info("compiling the network (torch.compile): the first step takes a while")
             )
 
-    # ------------------------------------------------------------------ set-up helpers
-
     # ------------------------------------------------------------------ public API
 
     def set_preview(self, axis: int, index: int) -> None:
         """Ask for previews of slice ``index`` along ``axis`` (thread-safe)."""
-        ndim = self.image.ndim - 1
+        image = self._open_image()
+        ndim = image.ndim - 1
         if not -ndim <= int(axis) < ndim:
             raise ValueError(f"preview axis {axis} does not exist in a {ndim}D image")
         axis = int(axis) % ndim
-        size = self.image.shape[1 + axis]
+        size = image.shape[1 + axis]
         if not 0 <= int(index) < size:
             raise ValueError(f"slice {index} is outside 0..{size - 1} along axis {axis}")
         with self._preview_lock:
@@ -416,37 +276,6 @@ class Trainer(Monitoring):
             message += f"; validation Dice {last_val.mean_dice:.3f}"
         yield Done(result=self.checkpoint(), cancelled=False, message=message)
 
-    def checkpoint(self) -> Checkpoint:
-        """The current model as a Checkpoint (weights and optimizer state copied to the CPU)."""
-        state = {
-            k: v.detach().to("cpu", copy=True).contiguous()
-            for k, v in self.model.state_dict().items()
-        }
-        opt = self.optimizer.state_dict()
-        opt_copy = {
-            "state": {
-                pid: {
-                    key: (v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v)
-                    for key, v in entry.items()
-                }
-                for pid, entry in opt["state"].items()
-            },
-            "param_groups": [dict(g) for g in opt["param_groups"]],
-        }
-        return Checkpoint(
-            config=self.config.copy(),
-            state_dict=state,
-            normalizer=self.normalizer,
-            spacing=self.spacing,
-            class_names=list(self.class_names),
-            task=self.task,
-            iterations=self.iteration,
-            optimizer_state=opt_copy,
-            history=[dict(h) for h in self.history],
-            settings=self.settings.copy(),
-            channel_names=list(self.channel_names),
-        )
-
     def close(self) -> None:
         """Remove the temporary data cache (if one was made). Also done when the Trainer
         is garbage-collected or Python exits; the Trainer cannot train after it."""
@@ -458,69 +287,6 @@ class Trainer(Monitoring):
     def save(self, path: str | Path) -> Path:
         """Write the current model to ``path`` (a ``.safetensors`` file)."""
         return save_checkpoint(self.checkpoint(), path)
-
-    # ------------------------------------------------------------------ internals
-
-    def _to_device(self, x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(x).to(self.device, non_blocking=True)
-        if self.channels_last and t.ndim == 5:
-            t = t.contiguous(memory_format=torch.channels_last_3d)
-        return t
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _compiled_forward(self, x):
-        """The training forward pass; if compiling fails (no C++ compiler, an operation
-        the compiler does not support), training goes on with the eager network and an
-        Info says so."""
-        if not self._compile_pending:
-            return self._step_model(x)
-        try:
-            logits = self._step_model(x)
-        except Exception as e:  # torch.compile's errors have no common base class
-            self._step_model = self.model
-            self._notes.append(_compile_failed(e))
-            logits = self.model(x)
-        self._compile_pending = False
-        return logits
-
-    def _train_step(self) -> tuple[float, int]:
-        x_np, y_np = self.sampler.sample(self.config.train.batch_size)
-        x = self._to_device(x_np)
-        y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
-        self.model.train()
-        with self._autocast():
-            logits = self._compiled_forward(x)
-        loss = self.loss_fn(logits.float(), y)
-        annotated = int((y_np != IGNORE_INDEX).sum())
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:  # float16 on CUDA: the scaler skips bad steps itself
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            return float(loss.detach()), annotated
-        if not self.guard.finite(loss):
-            self.amp_dtype = self.guard.bad(self.iteration + 1, "loss")
-            return float(loss.detach()), annotated
-        loss.backward()
-        if not self.guard.finite(gradient_norm(self.model.parameters())):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.amp_dtype = self.guard.bad(self.iteration + 1, "gradient")
-            return float(loss.detach()), annotated
-        self.guard.ok()
-        self.optimizer.step()
-        return float(loss.detach()), annotated
-
-
-def _compile_failed(e: Exception) -> Info:
-    first = (str(e).splitlines() or [""])[0][:200]
-    return Info(
-        f"compiling failed ({type(e).__name__}: {first}); training continues without it",
-        level="warning",
-    )
 
 
 def train(image=None, annotation=None, config: Config | None = None, **kwargs) -> Checkpoint:

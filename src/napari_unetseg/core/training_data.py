@@ -290,11 +290,23 @@ def prepare_cases(
     names = [c.name for c in cases]
     if source_spacings is None:
         source_spacings = [c.spacing for c in cases]
+    # per case (source spacing, target spacing), or None when it keeps its grid
+    moves: list[tuple[tuple[float, ...], tuple[float, ...]] | None] = []
+    for c, sp, tsp in zip(cases, source_spacings, target_spacings):
+        if tsp is None:
+            moves.append(None)
+        elif sp is None:
+            raise ValueError(
+                f"case {c.name!r} has no voxel spacing, so it cannot be resampled to "
+                f"{tuple(tsp)}; give its spacing"
+            )
+        else:
+            moves.append((sp, tsp))
     val_names = choose_validation_cases(names, cfg, seed)
     shapes = []
-    for c, sp, tsp in zip(cases, source_spacings, target_spacings):
+    for c, move in zip(cases, moves):
         s = c.spatial_shape
-        shapes.append(resampled_shape(s, sp, tsp) if tsp is not None else s)
+        shapes.append(resampled_shape(s, *move) if move is not None else s)
     payload = sum((c.channels * 4 + 1) * math.prod(s) for c, s in zip(cases, shapes))
     if cfg.cache_dir is not None:
         use_files = True
@@ -307,16 +319,16 @@ def prepare_cases(
     train, val, train_names = [], [], []
     annotated = total = held = 0
     try:
-        for i, (case, sp, tsp) in enumerate(zip(cases, source_spacings, target_spacings)):
+        for i, (case, move) in enumerate(zip(cases, moves)):
             raw = open_private(case.image)
             image = normalizer.for_image(raw).apply(raw)
             del raw
             ann = np.asarray(open_private(case.annotation))
             if not np.issubdtype(ann.dtype, np.integer):
                 ann = ann.astype(np.int64)
-            if tsp is not None:
-                image = resample_image(image, sp, tsp, order=1)
-                ann = resample_labels(ann, sp, tsp)
+            if move is not None:
+                image = resample_image(image, *move, order=1)
+                ann = resample_labels(ann, *move)
             target = instance_target(ann) if task == "instances" else semantic_target(ann)
             del ann
             n_ann = int((target != IGNORE_INDEX).sum())

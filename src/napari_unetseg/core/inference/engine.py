@@ -247,7 +247,8 @@ class _Engine:
             logits = self._forward(x)
             if self.needs_pad:
                 sl = tuple(slice(o, o + c) for o, c in zip(self.offset, self.crop))
-                logits = logits[(slice(None), slice(None), *sl)]
+                inner = (slice(None), slice(None), *sl)  # all windows and classes
+                logits = logits[inner]
         return logits
 
     def accumulate(self, starts: list[tuple[int, ...]], logits: torch.Tensor) -> Info | None:
@@ -267,7 +268,8 @@ class _Engine:
                     slice(z0, z0 + self.crop[0]),
                     *(slice(p, p + c) for p, c in zip(s[1:], self.crop[1:])),
                 )
-                acc[(slice(None), *region)] += (logits[i] * w32).to(self.acc_dtype)
+                classes_region = (slice(None), *region)
+                acc[classes_region] += (logits[i] * w32).to(self.acc_dtype)
                 wacc[region] += weights
         return info
 

@@ -61,25 +61,25 @@ def read_channels(paths: Sequence[str | Path]) -> tuple[np.ndarray, VolumeMeta]:
     """
     from . import read_volume
 
-    paths = [Path(p) for p in paths]
-    if not paths:
+    files = [Path(p) for p in paths]
+    if not files:
         raise VolumeIOError("no image files given; give one file per channel group.")
     arrays, metas = [], []
-    for p in paths:
+    for p in files:
         arr, meta = read_volume(p)
         arrays.append(arr)
         metas.append(meta)
     if len({a.shape[1:] for a in arrays}) > 1:
-        listing = ", ".join(f"{p.name} {a.shape[1:]}" for p, a in zip(paths, arrays))
+        listing = ", ".join(f"{p.name} {a.shape[1:]}" for p, a in zip(files, arrays))
         raise VolumeIOError(
             f"the images given as channels differ in spatial shape: {listing}; resample or "
             "crop them onto one grid first."
         )
-    first = next(((p, m) for p, m in zip(paths, metas) if m.affine is not None), None)
+    first = next(((p, m) for p, m in zip(files, metas) if m.affine is not None), None)
     if first is not None:
         p0, m0 = first
         a0 = np.asarray(m0.affine, dtype=np.float64)
-        for p, m in zip(paths, metas):
+        for p, m in zip(files, metas):
             if m.affine is None:
                 continue
             a = np.asarray(m.affine, dtype=np.float64)
@@ -93,8 +93,8 @@ def read_channels(paths: Sequence[str | Path]) -> tuple[np.ndarray, VolumeMeta]:
                     "onto one grid first."
                 )
     names: list[str] = []
-    for p, a, m in zip(paths, arrays, metas):
-        names += _channel_names(p, m, a.shape[0], single_file=len(paths) == 1)
+    for p, a, m in zip(files, arrays, metas):
+        names += _channel_names(p, m, a.shape[0], single_file=len(files) == 1)
     if len(set(names)) < len(names):  # e.g. two files with the same stem
         names = [f"{n} ({i})" for i, n in enumerate(names)]
     image = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .meta import VolumeIOError, VolumeMeta
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 DICOM_SUFFIXES = (".dcm",)
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -36,7 +40,7 @@ def _pydicom():
     return pydicom
 
 
-def _headers(files: list[Path]) -> list[tuple[Path, object]]:
+def _headers(files: list[Path]) -> list[tuple[Path, Dataset]]:
     """(file, dataset without pixels) for every readable DICOM image file."""
     pydicom = _pydicom()
     out = []

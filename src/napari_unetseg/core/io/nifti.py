@@ -17,18 +17,30 @@ import numpy as np
 from .meta import VolumeIOError, VolumeMeta, as_float_image
 
 
+def _unreadable(path: Path, exc: Exception) -> VolumeIOError:
+    return VolumeIOError(
+        f"cannot read {path}: the file is damaged, truncated or not NIfTI ({exc}). "
+        "Re-export or re-copy it."
+    )
+
+
 def read_nifti(path: Path) -> tuple[np.ndarray, VolumeMeta]:
     import nibabel as nib
 
     try:
         img = nib.load(str(path))
-        header = img.header
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 images are a subclass
+        raise VolumeIOError(
+            f"{path} is a {type(img).__name__}, not a NIfTI image; convert it to NIfTI "
+            "(.nii / .nii.gz) first."
+        )
+    header = img.header
+    try:
         data = np.asarray(img.dataobj)
     except Exception as exc:
-        raise VolumeIOError(
-            f"cannot read {path}: the file is damaged, truncated or not NIfTI ({exc}). "
-            "Re-export or re-copy it."
-        ) from exc
+        raise _unreadable(path, exc) from exc
     shape = data.shape
     zooms = [float(z) for z in header.get_zooms()]
     # Drop trailing singleton axes beyond the third (e.g. (X, Y, Z, 1) or (X, Y, Z, 1, C)).

@@ -168,7 +168,7 @@ def _geometry(meta: VolumeMeta) -> tuple[tuple, tuple, tuple]:
     extra = meta.extra or {}
     keys = ("itk_origin", "itk_spacing", "itk_direction")
     if all(k in extra for k in keys) and len(extra["itk_spacing"]) == meta.ndim:
-        own = tuple(tuple(extra[k]) for k in keys)
+        own = (tuple(extra[keys[0]]), tuple(extra[keys[1]]), tuple(extra[keys[2]]))
         if meta.affine is not None and np.allclose(
             itk_to_affine(*own), meta.affine, rtol=1e-9, atol=1e-9
         ):
