@@ -51,11 +51,20 @@ def _grab(viewer, path: Path) -> None:
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
+def _settle(rounds: int = 20) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(rounds):
+        QApplication.processEvents()
+
+
 def _show(dock, widget) -> None:
     """Bring a dock's tab to the front, scrolled to the top."""
+    _settle()  # the docks are tabbed together on the next turns of the event loop
     dock.show()
     dock.raise_()
     widget.scroll_area.verticalScrollBar().setValue(0)
+    _settle()
 
 
 def main(argv=None) -> int:
@@ -111,9 +120,15 @@ def main(argv=None) -> int:
     train.setting("train.preview_seconds").value = 1.0
     train.setting("train.precision").value = "float32"  # the timing quoted in the tutorial
     train.device_combo.set_device("cpu")
+    from qtpy.QtCore import QTimer
+
+    ticker = QTimer()
+    ticker.timeout.connect(lambda: print(train.progress.text(), flush=True))
+    ticker.start(15_000)
     train.start()
-    print("training…", flush=True)
     _wait(train.runner)
+    ticker.stop()
+    print(train.banner.text().split("<br>")[-1], flush=True)
     if train.runner.error is not None:
         print(f"training failed: {train.runner.error}", file=sys.stderr)
         return 1

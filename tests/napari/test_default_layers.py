@@ -43,12 +43,15 @@ def test_defaults_follow_what_the_user_does(make_napari_viewer):
     layer = annotate.new_annotation_layer()
     assert annotate.annotation_combo.value is layer
     assert train.annotation_combo.value is layer
+    assert evaluate.pred_combo.value is None  # an annotation is not a prediction
     # a labels layer the user adds later does not replace the annotation layer
     viewer.add_labels(np.zeros(layer.data.shape, np.uint8), name="scribbles")
     assert train.annotation_combo.value is layer
-    # ... though it is the reference a user who just opened a mask wants to compare with
-    assert evaluate.ref_combo.value.name == "scribbles"
+    # ... but a mask of unknown origin may be compared with the truth
+    assert evaluate.pred_combo.value.name == "scribbles"
+    assert evaluate.ref_combo.value.name == TRUTH
     viewer.layers.remove("scribbles")
+    assert evaluate.pred_combo.value is None
     assert evaluate.ref_combo.value.name == TRUTH
 
     # --- a prediction: the prediction pickers take it; prediction != reference

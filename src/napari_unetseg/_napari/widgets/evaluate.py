@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from ._common import CLASSES_KEY, TASK_KEY, notify_error, notify_info, spacing_of
 from ._dock import ScrollingDock
-from .pickers import LayerCombo, is_prediction, is_reference, task_of
+from .pickers import LayerCombo, is_input_or_truth, is_prediction, is_reference, task_of
 
 COLUMNS = ["class", "dice", "iou", "sensitivity", "specificity", "precision", "recall", "f1"]
 #: Short table headers (the full names are the header tooltips and the CSV header).
@@ -61,7 +61,9 @@ class EvaluateWidget(ScrollingDock):
 
         layout = self.body
         form = QFormLayout()
-        self.pred_combo = LayerCombo(self.viewer, "labels", prefer=is_prediction)
+        self.pred_combo = LayerCombo(
+            self.viewer, "labels", prefer=is_prediction, never_default=is_input_or_truth
+        )
         self.pred_combo.layer_changed.connect(self._pred_changed)
         form.addRow("Prediction", self.pred_combo)
         self.ref_combo = LayerCombo(
@@ -178,7 +180,7 @@ class EvaluateWidget(ScrollingDock):
 
     def compute(self) -> list[dict]:
         """Fill the table; returns one dict per row (keys = :attr:`columns`)."""
-        from ...core.evaluation import evaluate, evaluate_cases, report_rows
+        from ...core.evaluation import evaluate, evaluate_cases, report_rows, used_columns
 
         pairs = list(self.pairs)
         if not pairs:
@@ -203,7 +205,8 @@ class EvaluateWidget(ScrollingDock):
             rows = report_rows(report)
             columns = list(COLUMNS)
         self.rows = rows
-        self._set_columns(columns)
+        shown = set(used_columns(rows)) | {"class"}
+        self._set_columns([c for c in columns if c in shown])
         self._fill_table(rows)
         self._update_next_step()
         return rows
@@ -226,17 +229,16 @@ class EvaluateWidget(ScrollingDock):
         for r, row in enumerate(rows):
             for c, key in enumerate(self.columns):
                 value = row.get(key)
-                text = (
-                    ""
-                    if value is None
-                    else (value if isinstance(value, str) else f"{float(value):.4f}")
-                )
+                if value is None or isinstance(value, str):
+                    text = tip = value or ""
+                else:  # 3 decimals fit the dock; the tooltip, copy and CSV have 4
+                    text, tip = f"{float(value):.3f}", f"{float(value):.4f}"
                 item = QTableWidgetItem(text)
-                item.setToolTip(f"{key}: {text}")
+                item.setToolTip(f"{key}: {tip}")
                 self.table.setItem(r, c, item)
 
     def as_text(self, delimiter: str = "\t") -> str:
-        """The table as delimited text with a header line."""
+        """The table as delimited text with a header line (the table's columns)."""
         from ...core.evaluation import format_rows
 
         return format_rows(self.rows, delimiter=delimiter, columns=self.columns)

@@ -44,6 +44,11 @@ def is_prediction(layer: Any) -> bool:
     return role(layer) == "prediction"
 
 
+def is_input_or_truth(layer: Any) -> bool:
+    """Annotation, ground truth or preview: never a default "prediction"."""
+    return role(layer) in ("annotation", "truth", "preview")
+
+
 def is_reference(layer: Any) -> bool:
     """A layer that can serve as ground truth: not made by the plugin for training or
     prediction (the sample's truth qualifies)."""
@@ -55,15 +60,18 @@ def prefer_layer(
     prefer: Predicate | None = None,
     avoid: Any = None,
     hidden_ok: bool = False,
+    never: Predicate | None = None,
 ) -> Any:
     """The best default among ``candidates`` (viewer order), or None.
 
     Ranked by: not ``avoid``; visible (unless ``hidden_ok``); ``prefer``; the most
     recently added (top of the layer list). None when only ``avoid`` or hidden layers
-    (``hidden_ok=False``) are left.
+    (``hidden_ok=False``) are left. Layers for which ``never`` is true are never chosen.
     """
     best, best_score = None, None
     for order, layer in enumerate(candidates):
+        if never is not None and never(layer):
+            continue
         score = (
             layer is not avoid,
             hidden_ok or bool(getattr(layer, "visible", True)),
@@ -92,6 +100,7 @@ class LayerCombo(QComboBox):
         predicate: only layers for which it is true are listed.
         prefer: layers preferred as the default choice.
         partner: another LayerCombo of the same widget; the default avoids its layer.
+        never_default: layers never chosen by default (e.g. annotations as predictions).
         hidden_ok: a hidden layer may be the default (e.g. ground truth to compare with).
         default_none: start on ``none_text`` rather than a layer.
     """
@@ -109,6 +118,7 @@ class LayerCombo(QComboBox):
         partner: LayerCombo | None = None,
         hidden_ok: bool = False,
         default_none: bool = False,
+        never_default: Predicate | None = None,
         parent=None,
     ):
         super().__init__(parent)
@@ -120,6 +130,7 @@ class LayerCombo(QComboBox):
         self.partner = partner
         self._hidden_ok = hidden_ok
         self._default_none = default_none and none_text is not None
+        self._never = never_default
         self._user_chose = False
         self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
@@ -146,7 +157,7 @@ class LayerCombo(QComboBox):
         if self._default_none:
             return None
         avoid = self.partner.value if self.partner is not None else None
-        return prefer_layer(self.candidates(), self._prefer, avoid, self._hidden_ok)
+        return prefer_layer(self.candidates(), self._prefer, avoid, self._hidden_ok, self._never)
 
     def refresh(self, event=None) -> None:
         try:
