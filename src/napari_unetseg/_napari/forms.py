@@ -100,7 +100,9 @@ def setting_widget(s: Setting):
     base = s.base_type
     name, label, tip = widget_name(s.key), _label(s), s.help
     default = s.default
-    common = {"name": name, "label": label, "tooltip": tip}
+    common: dict[str, Any] = {"name": name, "label": label, "tooltip": tip}
+    own: dict[str, Any] = {} if s.optional else common  # the optional wrapper takes them
+    inner: SpinBox | FloatSpinBox | LineEdit
     if _is_sequence(base):
         w = LineEdit(value=_text_of(default), **common)
         if s.optional:
@@ -114,17 +116,15 @@ def setting_widget(s: Setting):
         lo = int(s.low) if s.low is not None else -INT_MAX
         hi = int(s.high) - (1 if s.high_open else 0) if s.high is not None else INT_MAX
         start = default if default is not None else max(lo, min(hi, 1))
-        inner = SpinBox(value=start, min=lo, max=hi, **({} if s.optional else common))
+        inner = SpinBox(value=start, min=lo, max=hi, **own)
     elif base is float:
         step = _float_step(s)
-        lo = float(s.low) if s.low is not None else -FLOAT_MAX
-        hi = float(s.high) - (step if s.high_open else 0.0) if s.high is not None else FLOAT_MAX
-        start = default if default is not None else max(lo, min(hi, 0.5))
-        inner = FloatSpinBox(
-            value=start, min=lo, max=hi, step=step, **({} if s.optional else common)
-        )
+        flo = float(s.low) if s.low is not None else -FLOAT_MAX
+        fhi = float(s.high) - (step if s.high_open else 0.0) if s.high is not None else FLOAT_MAX
+        fstart = default if default is not None else max(flo, min(fhi, 0.5))
+        inner = FloatSpinBox(value=fstart, min=flo, max=fhi, step=step, **own)
     else:  # free text
-        inner = LineEdit(value=default or "", **({} if s.optional else common))
+        inner = LineEdit(value=default or "", **own)
     if s.optional:
         return OptionalValue(inner, auto=default is None, **common)
     return inner

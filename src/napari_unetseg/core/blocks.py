@@ -31,6 +31,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -136,10 +137,15 @@ class BlockPlan:
 def _per_axis(value: int | Sequence[int] | None, n: int, what: str) -> list[int | None]:
     if value is None:
         return [None] * n
-    values = [int(value)] * n if np.ndim(value) == 0 else [int(v) for v in value]
+    values: list[int] = (
+        [int(cast(int, value))] * n
+        if np.ndim(value) == 0
+        else [int(v) for v in cast(Sequence[int], value)]
+    )
     if len(values) != n or min(values) < 0:
         raise ValueError(f"{what} needs one non-negative size per spatial axis ({n}), got {value}")
-    return values
+    out: list[int | None] = list(values)
+    return out
 
 
 def plan_blocks(
@@ -283,11 +289,11 @@ def stitch(
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    counts = np.asarray(counts, np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    n = int(counts.sum()) + 1
+    count_arr = np.asarray(counts, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(count_arr)[:-1]]).astype(np.int64)
+    n = int(count_arr.sum()) + 1
     voxels = np.zeros(n, np.int64)
-    for off, c, s in zip(offsets, counts, sizes):
+    for off, c, s in zip(offsets, count_arr, sizes):
         if s is not None and c:
             voxels[off + 1 : off + 1 + min(c, len(s) - 1)] = s[1 : c + 1]
     pairs = np.asarray(pairs, np.int64).reshape(-1, 4)
@@ -305,7 +311,7 @@ def stitch(
     new = np.zeros(comp.max() + 1, np.int32)
     new[kept[np.argsort(first[kept])]] = np.arange(1, kept.size + 1)
     lut = new[comp]
-    luts = [lut[off : off + c + 1].copy() for off, c in zip(offsets, counts)]
+    luts = [lut[off : off + c + 1].copy() for off, c in zip(offsets, count_arr)]
     for t in luts:
         t[0] = 0
     return luts, int(kept.size)

@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +195,15 @@ def _open(target: Any) -> Any:
 def _read(image: Any, region: tuple[slice, ...], dims: int) -> np.ndarray:
     if image.ndim == dims:  # a single-channel image without its channel axis
         return np.asarray(image[region])[None]
-    return np.asarray(image[(slice(None), *region)])
+    key = (slice(None), *region)
+    return np.asarray(image[key])
+
+
+def _scratch(job: BlockJob) -> Path:
+    """The folder where instance blocks keep their band labels for phase 2."""
+    if job.scratch is None:
+        raise ValueError("BlockJob.scratch is None: instance blocks need a scratch folder")
+    return Path(job.scratch)
 
 
 def predict_block(job: BlockJob, i: int, cancel: CancelToken | None = None) -> dict[str, Any]:
@@ -217,8 +225,10 @@ def predict_block(job: BlockJob, i: int, cancel: CancelToken | None = None) -> d
         _open(job.instances)[block.core] = core
         out["count"] = int(np.abs(objects).max(initial=0))
         out["sizes"] = np.bincount(np.abs(core).ravel(), minlength=out["count"] + 1)
-        zones = {f"z{j}": objects[plan.in_region(block, z)] for j, z in plan.zones(i)}
-        np.savez_compressed(Path(job.scratch) / f"{i}.npz", lonely=lonely, **zones)
+        zones: dict[str, Any] = {
+            f"z{j}": objects[plan.in_region(block, z)] for j, z in plan.zones(i)
+        }
+        np.savez_compressed(_scratch(job) / f"{i}.npz", lonely=lonely, **zones)
     return out
 
 
@@ -229,9 +239,9 @@ def match_block(job: BlockJob, i: int) -> np.ndarray:
     """
     rows = [np.zeros((0, 4), np.int64)]
     zones = job.plan.zones(i)
-    written = _open(job.instances) if zones else None
+    written: Any = _open(job.instances) if zones else None
     lonely = [np.zeros((0, 4), np.int64)]  # (j, id_j, id_i, voxels)
-    with np.load(Path(job.scratch) / f"{i}.npz") as mine:
+    with np.load(_scratch(job) / f"{i}.npz") as mine:
         for j, zone in zones:
             seeded, alone = match_zone(np.asarray(written[zone]), mine[f"z{j}"], mine["lonely"])
             rows.append(
@@ -267,7 +277,7 @@ def run_job(
     cancel: CancelToken | None = None,
     *,
     pass_cancel: bool = True,
-) -> Iterator[Event]:
+) -> Generator[Event, None, tuple[int, list[str]]]:
     """Run the three phases with ``execute`` (sequential here, dask in
     :mod:`.distributed`); yields Progress per block and Info for warnings; returns
     ``(objects, warnings)``."""
@@ -432,7 +442,8 @@ def fit_to_image(checkpoint: Any, image: Any, meta: Any = None) -> Any:
         return checkpoint
     shape = tuple(int(s) for s in image.shape[-net:])
     steps = [max(1, round((math.prod(shape) / 4e6) ** (1 / net)))] * net
-    sample = np.asarray(image[(..., *(slice(None, None, k) for k in steps))])
+    key = (..., *(slice(None, None, k) for k in steps))
+    sample = np.asarray(image[key])
     sample = sample if sample.ndim == net + 1 else sample[None]
     return dataclasses.replace(checkpoint, normalizer=norm.for_image(sample))
 

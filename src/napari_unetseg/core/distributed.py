@@ -367,6 +367,7 @@ def predict_to_zarr(
         finally:
             close()
     else:
+        image: Any  # a ZarrVolume or a (C, *spatial) numpy array
         if zarr_in:
             image = open_zarr_volume(images[0], allow_missing_chunks=allow_missing_chunks)
             meta = image.meta

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -307,7 +307,8 @@ def suggest_slices(
             else np.full(n, np.inf)
         )
         others = tuple(b for b in range(annotation.ndim) if b != a)
-        avail = ~full.all(axis=others)  # a slice annotated everywhere needs nothing
+        # a slice annotated everywhere needs nothing
+        avail = cast(np.ndarray, ~full.all(axis=others))
         avail[taken] = False
         gap = _auto_min_distance(n) if min_distance is None else max(1, int(min_distance))
         if sums is not None:
@@ -334,10 +335,10 @@ def suggest_slices(
                 break
         if best is None:
             break
-        a, i, s = best
+        a, i, best_score = best
         _, dist, avail, _, held = state[a]
-        reason = _reason(method, s, dist[i], held[i] if held is not None else None)
-        picked.append(Suggestion(axis=a, index=i, score=s, reason=reason))
+        reason = _reason(method, best_score, dist[i], held[i] if held is not None else None)
+        picked.append(Suggestion(axis=a, index=i, score=best_score, reason=reason))
         avail[i] = False
         np.minimum(dist, np.abs(np.arange(spatial[a]) - i), out=dist)
     return picked

@@ -210,10 +210,10 @@ class StopsWorkWhenGone:
         # taken out of its dock (napari's remove_dock_widget sets the parent to None)
         if event.type() == QEvent.ParentChange and self.parent() is None:
             self.runner.abort()
-        return super().event(event)
+        return super().event(event)  # type: ignore[misc]  # defined by the QWidget mixed in
 
     def hideEvent(self, event) -> None:
-        super().hideEvent(event)
+        super().hideEvent(event)  # type: ignore[misc]  # defined by the QWidget mixed in
         QTimer.singleShot(0, self._stop_if_gone)
 
     def _stop_if_gone(self) -> None:
@@ -222,7 +222,7 @@ class StopsWorkWhenGone:
 
     def closeEvent(self, event) -> None:
         self.runner.abort()
-        super().closeEvent(event)
+        super().closeEvent(event)  # type: ignore[misc]  # defined by the QWidget mixed in
 
 
 def widget_gone(widget) -> bool:

@@ -279,7 +279,7 @@ class AnnotateWidget(ScrollingDock):
             plane = np.array(layer.data)
         else:
             axis, index = current_slice(self.viewer, layer)
-            sl = [slice(None)] * layer.ndim
+            sl: list[slice | int] = [slice(None)] * layer.ndim
             sl[axis] = index
             plane = np.array(layer.data[tuple(sl)])
         marked = mark_slice_complete(plane[None].copy(), 0, 0)[0]

@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -240,7 +240,7 @@ def _plain_axes(shape: tuple[int, ...], path: Path) -> dict[str, Any]:
 
 def _ngff_geometry(ms: dict[str, Any], ndim: int, path: Path):
     """Axes roles, spacing and origin (space axes, array order) and units of level 0."""
-    raw = ms.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
+    raw: list[Any] = ms.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
     names = [a if isinstance(a, str) else str(a.get("name", "")) for a in raw]
     kinds = [
         (a.get("type") if isinstance(a, dict) else None)
@@ -292,7 +292,7 @@ def _channel_names(node: Any, array: Any, axes: dict[str, Any]) -> list[str]:
     omero = dict(getattr(node, "attrs", {}) or {}).get("omero") or {}
     labels = [ch.get("label") for ch in omero.get("channels", []) if isinstance(ch, dict)]
     if len(labels) == n and all(isinstance(x, str) for x in labels):
-        return list(labels)
+        return list(cast(list[str], labels))
     return [f"channel {i}" for i in range(n)] if n > 1 else []
 
 
@@ -412,9 +412,9 @@ def create_labels_zarr(
         compressors=Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE),
         chunk_key_encoding={"name": "v2", "separator": "/"},
         fill_value=0,
-        config={"write_empty_chunks": True},
+        config={"write_empty_chunks": True},  # type: ignore[arg-type]  # zarr ArrayConfigLike union
     )
-    transforms = [{"type": "scale", "scale": [float(s) for s in spacing]}]
+    transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [float(s) for s in spacing]}]
     if any(o != 0 for o in origin):
         transforms.append({"type": "translation", "translation": [float(o) for o in origin]})
     group.attrs.update(
