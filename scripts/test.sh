@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to the full test suite, GUI tests included: sets up
 # .venv with the test extras, installs a virtual X server and Mesa OpenGL from Debian
-# when they are missing (and this shell may), lints, then runs pytest.
-# Extra arguments go to pytest.
+# when they are missing (and this shell may), lints, type-checks, then runs pytest.
+# Extra arguments go to pytest (e.g. -m "not slow" for the fast tier).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=setup_env.sh
@@ -37,5 +37,7 @@ fi
 echo "[test] ruff"
 ruff check src tests benchmarks
 ruff format --check src tests benchmarks
+echo "[test] mypy"
+python -m mypy
 echo "[test] pytest"
 python -m pytest "$@"
