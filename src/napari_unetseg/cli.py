@@ -104,31 +104,21 @@ def cmd_sparsify(args) -> int:
 def cmd_train(args) -> int:
     from .core.jobs import train_dataset_to_file, train_to_file
 
-    cfg = _config(args)
-    if args.dataset is not None:
-        if args.image or args.labels:
-            raise ValueError("give --dataset DIR or --image/--labels, not both")
-        path, message = train_dataset_to_file(
-            out=args.out,
-            dataset=args.dataset,
-            config=cfg,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            quiet=args.quiet,
-        )
-        print(message)
-        return 0 if path is not None else EXIT_INTERRUPTED
-    if not args.image or not args.labels:
-        raise ValueError("give --image and --labels (one scan), or --dataset DIR (many)")
-    path, message = train_to_file(
+    common = dict(
         out=args.out,
-        images=args.image,
-        labels=args.labels,
-        config=cfg,
+        config=_config(args),
         resume=args.resume,
         overwrite=args.overwrite,
         quiet=args.quiet,
     )
+    if args.dataset is not None:
+        if args.image or args.labels:
+            raise ValueError("give --dataset DIR or --image/--labels, not both")
+        path, message = train_dataset_to_file(dataset=args.dataset, **common)
+    elif args.image and args.labels:
+        path, message = train_to_file(images=args.image, labels=args.labels, **common)
+    else:
+        raise ValueError("give --image and --labels (one scan), or --dataset DIR (many)")
     print(message)
     return 0 if path is not None else EXIT_INTERRUPTED
 
