@@ -3,9 +3,14 @@
 After training, the model's probabilities on its own training image are turned into
 objects with a few candidate settings of :func:`~.postprocess.instance_labels`; the
 setting whose objects best reproduce the annotated objects (instance F1 at IoU 0.5 on
-the annotated planes) wins. The trainer calls :func:`calibrate_instances` once, on the
-probabilities of the training image, and stores ``interior_threshold`` and ``min_size``
-in ``config.infer``.
+the annotated planes) wins.
+
+Where it belongs: at the end of an instance training (``Trainer.run``, after the last
+step, before the final ``Done``), predict the training image with the trained model
+(``inference.predict(checkpoint, image)``, keeping the probabilities), call
+``calibrate_instances(probabilities, annotation)`` with the annotation the model was
+trained on, and when the result says ``calibrated`` store its ``interior_threshold``
+and ``min_size`` in the checkpoint's ``config.infer``; ``predict`` then uses them.
 
 Annotations follow :mod:`.annotations`: 0 = not annotated, 1 = background, 2.. = object
 ids. Images are (Y, X), volumes (Z, Y, X); probabilities (3, *spatial) = background,
@@ -202,7 +207,7 @@ def calibrate_instances(
     if reference.n_objects < max(1, int(min_objects)):
         return result
     typical = _typical_size(reference.areas, annotation.ndim)
-    result["typical_size"] = round(typical, 1)
+    result["typical_size"] = round(float(typical), 1)
     sizes = sorted({round(f * typical) for f in size_fractions} | {0})
 
     def f1(tp: int, fp: int, fn: int) -> float:
