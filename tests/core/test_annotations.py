@@ -144,6 +144,31 @@ def test_instance_target_matches_find_boundaries_when_dense():
     )
 
 
+def test_instance_target_wider_contacts_only_between_objects():
+    objects = np.zeros((5, 12, 20), np.int32)
+    objects[1:4, 2:10, 2:10] = 1
+    objects[1:4, 2:10, 10:16] = 2  # touches object 1 at x = 9 | 10
+    ann = objects + 1
+    thin = instance_target(ann)
+    wide = instance_target(ann, contact_width=2)
+    # the contact grows to two voxels on each side ...
+    assert (wide[2, 5, 8:12] == 2).all()
+    assert thin[2, 5, 8] == 1
+    assert thin[2, 5, 11] == 1
+    assert wide[2, 5, 7] == 1
+    assert wide[2, 5, 12] == 1
+    # ... the rim against the background stays one voxel, the background untouched
+    np.testing.assert_array_equal(wide[2, 5, :8], thin[2, 5, :8])
+    np.testing.assert_array_equal(wide == 0, thin == 0)
+    # new boundary: x = 8 and 11 in the 6 interior rows of the one interior z-slice
+    assert ((wide == 2) & (thin != 2)).sum() == 2 * 6
+    # unannotated voxels stay ignored
+    ann[0] = UNANNOTATED
+    assert (instance_target(ann, contact_width=3)[0] == IGNORE_INDEX).all()
+    with pytest.raises(ValueError, match="contact_width"):
+        instance_target(ann, contact_width=0)
+
+
 def test_instance_target_no_boundary_at_edge_of_annotated_slice():
     objects = np.zeros((7, 12, 12), np.int32)
     objects[:, 3:9, 3:9] = 5  # a column through every z-slice

@@ -118,3 +118,41 @@ def test_semantic_threshold_moves_the_foreground_boundary():
     assert semantic_labels(p, threshold=0.95).tolist() == [[0, 0, 0, 0]]
     with pytest.raises(ValueError, match="threshold"):
         semantic_labels(p, threshold=1.5)
+
+
+def _necked_pair(shape=(40, 60)):
+    """Probabilities of two overlapping discs (radius 10, centres 16 apart) whose interior
+    is one connected piece (no boundary predicted between them), and their ids."""
+    yy, xx = np.indices(shape)
+    a = (yy - 20) ** 2 + (xx - 22) ** 2 <= 100
+    b = ((yy - 20) ** 2 + (xx - 38) ** 2 <= 100) & ~a
+    objects = a * 1 + b * 2
+    fg = objects > 0
+    inner = ndi.binary_erosion(fg)
+    p = np.zeros((3, *shape), np.float32)
+    p[0] = np.where(fg, 0.02, 0.95)
+    p[1] = np.where(inner, 0.96, np.where(fg, 0.3, 0.03))
+    p[2] = 1.0 - p[0] - p[1]
+    return p, objects
+
+
+def test_distance_seeds_split_a_pair_whose_interiors_touch():
+    p, objects = _necked_pair()
+    # one connected interior: the former threshold seeds give one object for two
+    assert instance_labels(p, seeds="threshold").max() == 1
+    labels = instance_labels(p)
+    assert labels.max() == 2
+    for k in (1, 2):
+        _values, counts = np.unique(labels[objects == k], return_counts=True)
+        assert counts.max() / counts.sum() > 0.9
+    assert labels[20, 12] != labels[20, 48]
+    # a seed depth above the neck's depth merges the pair again
+    assert instance_labels(p, seed_depth=8.0).max() == 1
+
+
+def test_instance_labels_rejects_unknown_seed_settings():
+    p, _ = _necked_pair()
+    with pytest.raises(ValueError, match="seeds must be one of"):
+        instance_labels(p, seeds="maxima")
+    with pytest.raises(ValueError, match="seed_depth"):
+        instance_labels(p, seed_depth=-1.0)

@@ -272,9 +272,10 @@ class InferConfig(_Section):
         low=0,
     )
     interior_threshold: float = setting(
-        0.8,
-        "instance seeds where the smoothed p_interior - p_boundary exceeds this (higher "
-        "splits touching objects more)",
+        0.5,
+        "instance interiors where the smoothed p_interior - p_boundary exceeds this; one "
+        "seed per peak of the interior's distance map (0.5 beat 0.8 on real 2D and 3D "
+        "nuclei and on the sample)",
         low=-1.0,
         high=1.0,
         high_open=True,
