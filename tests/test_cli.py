@@ -359,3 +359,17 @@ def test_train_compile_flag_compiles_the_training_step(volume, tmp_path, monkeyp
     assert compiled == []
     assert main([*args, "--out", str(tmp_path / "b.safetensors"), "--compile"]) == 0
     assert len(compiled) == 1
+
+
+@pytest.mark.parametrize(
+    "command", ["demo", "sparsify", "train", "predict", "evaluate", "export-dataset", "suggest"]
+)
+def test_every_command_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: unetseg " + command)
+    if command == "train":  # the generated setting flags, help from the schema
+        assert "--target-spacing" in out
+        assert "10 %" in out
