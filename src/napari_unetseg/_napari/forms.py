@@ -33,8 +33,12 @@ def widget_name(key: str) -> str:
     return key.replace(".", SEP)
 
 
+#: Labels where the setting's name is an abbreviation.
+LABELS = {"tta": "Test-time augmentation", "ct_window": "CT window"}
+
+
 def _label(s: Setting) -> str:
-    return s.name.replace("_", " ").capitalize()
+    return LABELS.get(s.name, s.name.replace("_", " ").capitalize())
 
 
 def _float_step(s: Setting) -> float:
