@@ -89,3 +89,58 @@ def test_calibration_rejects_mismatched_shapes():
         calibrate_instances(np.zeros((3, 8, 8), np.float32), np.ones((8, 9), np.int32))
     with pytest.raises(ValueError, match="candidates"):
         calibrate_instances(np.zeros((3, 8, 8), np.float32), np.ones((8, 8)), candidates=())
+
+
+def test_calibration_over_several_images_counts_every_object():
+    objects = _discs()
+    annotation = np.where(objects > 0, objects + 1, 1)
+    p = _probabilities(objects, specks=((33, 5),))
+    one = calibrate_instances(p, annotation)
+    two = calibrate_instances([p, p], [annotation, annotation])
+    assert two["n_objects"] == 2 * one["n_objects"]
+    assert two["calibrated"]
+    assert two["min_size"] == one["min_size"]
+    with pytest.raises(ValueError, match="one annotation per probability map"):
+        calibrate_instances([p], annotation)
+
+
+def test_instance_training_stores_calibrated_settings():
+    from napari_unetseg.core.calibrate import calibrate_model
+    from napari_unetseg.core.cases import Case
+    from napari_unetseg.core.config import Config
+    from napari_unetseg.core.events import Info
+    from napari_unetseg.core.training import Trainer
+    from unetseg_testing import tiny_settings
+
+    objects = np.stack([_discs()] * 4)  # (4, 40, 64): discs through the volume
+    image = np.where(objects > 0, 1.0, 0.0).astype(np.float32)
+    image += np.random.default_rng(0).normal(0, 0.05, image.shape).astype(np.float32)
+    annotation = np.zeros(objects.shape, np.int32)
+    annotation[1] = np.where(objects[1] > 0, objects[1] + 1, 1)
+    cfg = Config.from_dict(
+        tiny_settings(data={"patch_size": [4, 16, 16]}, train={"task": "instances"})
+    )
+    trainer = Trainer(image, annotation, cfg)
+    try:
+        events = list(trainer.run())
+    finally:
+        trainer.close()
+    texts = [e.message for e in events if isinstance(e, Info)]
+    assert any("instance settings" in t for t in texts), texts
+    ckpt = events[-1].result
+    # the stored settings are those the calibration of this model gives
+    result = calibrate_model(ckpt, [Case(name="discs", image=image[None], annotation=annotation)])
+    assert result is not None
+    assert result["n_objects"] == 5
+    assert result["calibrated"]
+    assert ckpt.config.infer.interior_threshold == result["interior_threshold"]
+    assert ckpt.config.infer.min_size == result["min_size"]
+    # an explicit setting is kept
+    cfg.infer.min_size = 3
+    trainer = Trainer(image, annotation, cfg)
+    try:
+        events = list(trainer.run())
+    finally:
+        trainer.close()
+    assert events[-1].result.config.infer.min_size == 3
+    assert any("kept as given" in e.message for e in events if isinstance(e, Info))

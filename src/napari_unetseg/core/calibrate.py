@@ -5,12 +5,10 @@ objects with a few candidate settings of :func:`~.postprocess.instance_labels`; 
 setting whose objects best reproduce the annotated objects (instance F1 at IoU 0.5 on
 the annotated planes) wins.
 
-Where it belongs: at the end of an instance training (``Trainer.run``, after the last
-step, before the final ``Done``), predict the training image with the trained model
-(``inference.predict(checkpoint, image)``, keeping the probabilities), call
-``calibrate_instances(probabilities, annotation)`` with the annotation the model was
-trained on, and when the result says ``calibrated`` store its ``interior_threshold``
-and ``min_size`` in the checkpoint's ``config.infer``; ``predict`` then uses them.
+At the end of an instance training (``Trainer.run``, setting ``train.calibrate``) the
+trained model predicts its training cases (:func:`calibrate_model`), and the chosen
+``interior_threshold`` and ``min_size`` are stored in the model's ``config.infer``, so
+that ``predict`` uses them unless told otherwise.
 
 Annotations follow :mod:`.annotations`: 0 = not annotated, 1 = background, 2.. = object
 ids. Images are (Y, X), volumes (Z, Y, X); probabilities (3, *spatial) = background,
@@ -20,6 +18,7 @@ interior, boundary.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -28,6 +27,8 @@ from .annotations import BACKGROUND, UNANNOTATED, annotated_slices
 from .config import InferConfig
 from .postprocess import instance_labels
 
+#: Training cases predicted for the calibration at the end of training.
+MAX_CASES = 3
 #: Seed thresholds tried by default (``interior_threshold`` of ``instance_labels``).
 DEFAULT_THRESHOLDS = (0.5, 0.8)
 #: Candidate ``min_size`` values, as fractions of the typical annotated object size.
@@ -155,8 +156,8 @@ def _typical_size(areas: Sequence[int], ndim: int) -> float:
 
 
 def calibrate_instances(
-    probabilities: np.ndarray,
-    annotation: np.ndarray,
+    probabilities: np.ndarray | Sequence[np.ndarray],
+    annotation: np.ndarray | Sequence[np.ndarray],
     *,
     candidates: Sequence[float] = DEFAULT_THRESHOLDS,
     size_fractions: Sequence[float] = SIZE_FRACTIONS,
@@ -175,11 +176,15 @@ def calibrate_instances(
     closest to ``PRIOR_FRACTION`` (0.1) x the typical size, since F1 on a few planes is
     a noisy guide to the size of whole objects.
 
+    Several images (the cases of a dataset) are scored together: give lists of
+    probabilities and annotations of equal length; matches are counted over all of
+    them.
+
     Args:
         probabilities: (3, *spatial) float: the model's background, interior and
-            boundary probabilities on the image it was trained on.
+            boundary probabilities on the image it was trained on (or a list of them).
         annotation: (*spatial) integers: 0 = not annotated, 1 = background, 2.. = object
-            ids, the annotation it was trained on.
+            ids, the annotation it was trained on (or a list, one per image).
         candidates: seed thresholds to try, each in [-1, 1).
         size_fractions: fractions of the typical object size to try as ``min_size``.
         min_objects: fewer complete annotated objects than this: the defaults are
@@ -190,28 +195,35 @@ def calibrate_instances(
         (complete annotated objects or cross-sections), typical_size, calibrated (bool),
         scores ({"threshold/min_size": F1})).
     """
-    p = np.asarray(probabilities)
-    annotation = np.asarray(annotation)
-    if p.ndim != annotation.ndim + 1 or p.shape[1:] != annotation.shape:
-        raise ValueError(
-            f"probabilities {p.shape} do not match the annotation {annotation.shape}; "
-            "expected (3, *spatial) for the annotated image"
-        )
+    several = isinstance(probabilities, (list, tuple))
+    probs = [np.asarray(x) for x in probabilities] if several else [np.asarray(probabilities)]
+    if several != isinstance(annotation, (list, tuple)):
+        raise ValueError("give one annotation per probability map (both lists, or neither)")
+    anns = [np.asarray(a) for a in annotation] if several else [np.asarray(annotation)]
+    if len(probs) != len(anns) or not probs:
+        raise ValueError(f"{len(probs)} probability maps for {len(anns)} annotations")
+    for p, ann in zip(probs, anns):
+        if p.ndim != ann.ndim + 1 or p.shape[1:] != ann.shape:
+            raise ValueError(
+                f"probabilities {p.shape} do not match the annotation {ann.shape}; "
+                "expected (3, *spatial) for the annotated image"
+            )
     if not len(candidates):
         raise ValueError("candidates must hold at least one seed threshold")
-    reference = _Reference(annotation)
+    references = [_Reference(ann) for ann in anns]
+    areas = [a for ref in references for a in ref.areas]
     result: dict = {
         **DEFAULTS,
         "f1": None,
         "default_f1": None,
-        "n_objects": reference.n_objects,
+        "n_objects": len(areas),
         "typical_size": None,
         "calibrated": False,
         "scores": {},
     }
-    if reference.n_objects < max(1, int(min_objects)):
+    if len(areas) < max(1, int(min_objects)):
         return result
-    typical = _typical_size(reference.areas, annotation.ndim)
+    typical = _typical_size(areas, anns[0].ndim)
     result["typical_size"] = round(float(typical), 1)
     sizes = sorted({round(f * typical) for f in size_fractions} | {0})
 
@@ -225,12 +237,19 @@ def calibrate_instances(
     thresholds = allowed + [t for t in [default_threshold] if t not in allowed]
     scores: dict[tuple[float, int], float] = {}
     for threshold in thresholds:
-        labels = instance_labels(p, interior_threshold=threshold)
-        volumes = np.bincount(labels.ravel())
-        piece, obj = reference.cut(labels)
+        totals = dict.fromkeys(sizes, (0, 0, 0))
+        for p, reference in zip(probs, references):
+            if reference.n_objects == 0:
+                continue
+            labels = instance_labels(p, interior_threshold=threshold)
+            volumes = np.bincount(labels.ravel())
+            piece, obj = reference.cut(labels)
+            for size in sizes:
+                kept = np.where(volumes[obj] >= size, piece, 0) if size > 1 else piece
+                counts = reference.counts(kept)
+                totals[size] = tuple(a + b for a, b in zip(totals[size], counts))  # type: ignore[assignment]
         for size in sizes:
-            kept = np.where(volumes[obj] >= size, piece, 0) if size > 1 else piece
-            scores[threshold, size] = f1(*reference.counts(kept))
+            scores[threshold, size] = f1(*totals[size])
     result["scores"] = {f"{t:g}/{m}": round(v, 4) for (t, m), v in scores.items()}
     result["default_f1"] = scores.get((default_threshold, default_size))
     top = max(v for (t, _), v in scores.items() if t in allowed)
@@ -246,3 +265,44 @@ def calibrate_instances(
         calibrated=True,
     )
     return result
+
+
+def calibrate_model(
+    checkpoint: Any,
+    cases: Sequence[Any],
+    *,
+    max_cases: int = MAX_CASES,
+    cancel: Any = None,
+) -> dict | None:
+    """Calibrate an instance model on the cases it was trained on.
+
+    Predicts the first ``max_cases`` annotated cases (each ``Case.image`` (C, *spatial)
+    in its own grid, resampled by the model as at prediction) and runs
+    :func:`calibrate_instances` over all of them. Returns its result dict, or None when
+    the model is not an instance model, no case has an annotation, or ``cancel`` was
+    set while predicting.
+    """
+    from .inference import predict_volume
+
+    if getattr(checkpoint, "task", None) != "instances":
+        return None
+    probs, anns = [], []
+    for case in [c for c in cases if c.annotation is not None][: max(1, int(max_cases))]:
+        if cancel is not None and cancel.cancelled:
+            return None
+        spacing = getattr(getattr(case, "meta", None), "spacing", None)
+        try:
+            pred = predict_volume(
+                checkpoint, np.asarray(case.image), spacing=spacing, cancel=cancel
+            )
+        except RuntimeError:
+            if cancel is not None and cancel.cancelled:
+                return None
+            raise
+        if pred.probabilities is None:
+            return None
+        probs.append(np.asarray(pred.probabilities, dtype=np.float32))
+        anns.append(np.asarray(case.annotation))
+    if not probs:
+        return None
+    return calibrate_instances(probs, anns)

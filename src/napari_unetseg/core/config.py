@@ -234,6 +234,12 @@ class TrainConfig(_Section):
         "compile the training step with torch.compile (faster steps after a slow first "
         "one: worth it for long runs)",
     )
+    calibrate: bool = setting(
+        True,
+        "instance task: after training, choose the seed threshold and smallest object "
+        "size that best reproduce the annotated objects and store them in the model "
+        "(unless infer.interior_threshold or infer.min_size were set)",
+    )
 
 
 @dataclass

@@ -38,7 +38,7 @@ import numpy as np
 
 from .cases import Case, as_cases
 from .checkpoint import Checkpoint, save_checkpoint
-from .config import Config, ConfigError
+from .config import Config, ConfigError, InferConfig
 from .events import CancelToken, Done, Event, Info, Step
 from .monitoring import VALIDATION_VOXELS, Monitoring, prepare_validation  # noqa: F401
 from .training_setup import INSTANCE_CLASS_NAMES, setup_run  # noqa: F401
@@ -137,6 +137,7 @@ class Trainer(Monitoring, Optimisation):
             meta = getattr(all_cases[0], "meta", None)
             names = list(getattr(meta, "channel_names", None) or [])
         self.channel_names = names
+        self._cases = list(all_cases)  # raw cases, for the instance calibration
         self.info: list[Info] = []
 
         # ---- cases -> classes, dimensions, spacing, normalisation, plan, data
@@ -274,13 +275,48 @@ class Trainer(Monitoring, Optimisation):
         message = f"trained {self.iteration} iterations in {time.perf_counter() - t0:.1f} s"
         if last_val is not None:
             message += f"; validation Dice {last_val.mean_dice:.3f}"
+        yield from self._calibrate()
         yield Done(result=self.checkpoint(), cancelled=False, message=message)
+
+    def _calibrate(self) -> Iterator[Event]:
+        """Instance task: store the post-processing settings that best reproduce the
+        annotated objects in ``config.infer`` (see :mod:`.calibrate`)."""
+        if self.task != "instances" or not self.config.train.calibrate:
+            return
+        given, default = self.settings.infer, InferConfig()
+        if (given.interior_threshold, given.min_size) != (
+            default.interior_threshold,
+            default.min_size,
+        ):
+            yield Info("instance settings kept as given (no calibration)")
+            return
+        from .calibrate import calibrate_model
+
+        yield Info("choosing the instance settings from the annotated objects...")
+        result = calibrate_model(self.checkpoint(), self._cases, cancel=self.cancel)
+        if result is None:
+            return
+        if not result["calibrated"]:
+            yield Info(
+                f"instance settings left at their defaults: {result['n_objects']} complete "
+                "annotated objects, too few to choose from"
+            )
+            return
+        self.config.infer.interior_threshold = float(result["interior_threshold"])
+        self.config.infer.min_size = int(result["min_size"])
+        yield Info(
+            f"instance settings from {result['n_objects']} annotated objects: seed "
+            f"threshold {result['interior_threshold']:g}, smallest object "
+            f"{result['min_size']} voxels (F1 {result['f1']:.3f} on the annotation, "
+            f"{result['default_f1']:.3f} with the defaults)"
+        )
 
     def close(self) -> None:
         """Remove the temporary data cache (if one was made). Also done when the Trainer
         is garbage-collected or Python exits; the Trainer cannot train after it."""
         self.sampler = None
         self.image = None
+        self._cases = []
         self._val_items = []
         self._finalizer()
 
