@@ -39,7 +39,7 @@ def test_open_paint_and_save_keeps_source_geometry(make_napari_viewer, scan, tmp
     assert image._type_string == "image"
     assert image.data.shape == (6, 12, 10)
     zooms = nib.load(path).header.get_zooms()
-    assert np.allclose(image.scale, zooms[::-1])
+    assert np.allclose(np.abs(image.scale), zooms[::-1])  # signed: radiological display
     meta = image.metadata["unetseg_meta"]
     assert isinstance(meta, VolumeMeta)
     assert np.array_equal(meta.affine, nib.load(path).affine)
@@ -155,7 +155,7 @@ def test_reader_function_returns_layer_tuples_without_a_viewer(scan):
     assert kind == "image"
     assert np.array_equal(array, data.T)
     assert kwargs["name"] == "scan"
-    assert np.allclose(kwargs["scale"], nib.load(path).header.get_zooms()[::-1])
+    assert np.allclose(np.abs(kwargs["scale"]), nib.load(path).header.get_zooms()[::-1])
 
 
 def test_looks_like_mask():

@@ -1,7 +1,10 @@
 """napari reader: NIfTI (.nii, .nii.gz) and TIFF (.tif, .tiff) volumes with their geometry.
 
 Each image channel becomes one image layer (named "<stem> [<channel>]" when the file has
-several) with ``scale`` = voxel spacing in (z, y, x) order. Integer single-channel volumes
+several). Scans with an anatomical geometry (NIfTI) are shown as radiologists expect:
+millimetres, named axes, anterior up and patient right on the left of an axial slice
+(:mod:`napari_unetseg.core.orientation`; the array keeps the file's voxel order); other
+files get ``scale`` = voxel spacing in (z, y, x) order. Integer single-channel volumes
 that look like masks (a file name containing mask/label/seg/annot/truth, or only a few
 distinct non-negative values) open as labels layers. Every layer's ``metadata`` holds the
 ``VolumeMeta`` under ``"unetseg_meta"`` and the file path under ``"unetseg_source"``, so
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import SUPPORTED_SUFFIXES, VolumeMeta, file_stem, read_volume
+from ..core.orientation import display_frame
 
 META_KEY = "unetseg_meta"
 SOURCE_KEY = "unetseg_source"
@@ -93,16 +97,26 @@ def looks_like_mask(array: np.ndarray, name: str = "") -> bool:
     return array.min() >= 0 and np.unique(array).size <= _MAX_MASK_VALUES
 
 
+def display_kwargs(meta: VolumeMeta) -> dict:
+    """Layer transform of a volume: anatomical (signed mm scale, LPI world, named axes;
+    see :mod:`napari_unetseg.core.orientation`) for scans with a RAS geometry, else the
+    voxel spacing as scale."""
+    frame = display_frame(meta)
+    if frame is not None:
+        return frame.layer_kwargs()
+    return {"scale": tuple(float(s) for s in meta.spacing)}
+
+
 def _layers_for(path: Path) -> list[tuple]:
     image, meta = read_volume(path)
     stem = file_stem(path)
-    scale = tuple(float(s) for s in meta.spacing)
+    geometry = display_kwargs(meta)
     base_meta = {META_KEY: meta, SOURCE_KEY: str(path)}
     if image.shape[0] == 1 and looks_like_mask(image[0], path.name):
         labels = image[0]
         if labels.dtype == np.bool_ or (labels.dtype.itemsize < 4 and labels.dtype.kind == "u"):
             labels = labels.astype(np.int32)
-        return [(labels, {"name": stem, "scale": scale, "metadata": dict(base_meta)}, "labels")]
+        return [(labels, {"name": stem, **geometry, "metadata": dict(base_meta)}, "labels")]
     layers = []
     n = image.shape[0]
     names = meta.channel_names or [f"channel {c}" for c in range(n)]
@@ -110,7 +124,7 @@ def _layers_for(path: Path) -> list[tuple]:
         name = stem if n == 1 else f"{stem} [{names[c]}]"
         kwargs = {
             "name": name,
-            "scale": scale,
+            **geometry,
             "metadata": {**base_meta, CHANNEL_KEY: c},
             "colormap": "gray",
             "visible": c == 0,

@@ -97,12 +97,12 @@ def spacing_of(layer: Any) -> tuple[float, ...]:
     spacing = getattr(meta, "spacing", None)
     if spacing is not None and len(spacing) == nd:
         return tuple(float(s) for s in spacing)
-    return tuple(float(s) for s in layer.scale[-nd:])
+    return tuple(abs(float(s)) for s in layer.scale[-nd:])
 
 
 def geometry_kwargs(source: Any, **metadata: Any) -> dict:
-    """Scale, translation and metadata (with the VolumeMeta) of ``source`` for a new
-    layer of its spatial shape."""
+    """Scale, translation, axis names, units and metadata (with the VolumeMeta) of
+    ``source`` for a new layer of its spatial shape, so that it lies on the source."""
     nd = spatial_ndim(source)
     md = {}
     if META_KEY in source.metadata:
@@ -112,6 +112,8 @@ def geometry_kwargs(source: Any, **metadata: Any) -> dict:
     return {
         "scale": tuple(source.scale[-nd:]),
         "translate": tuple(source.translate[-nd:]),
+        "axis_labels": tuple(source.axis_labels[-nd:]),
+        "units": tuple(str(u) for u in source.units[-nd:]),
         "metadata": md,
     }
 

@@ -39,6 +39,7 @@ from ._common import (
 )
 from ._dock import ScrollingDock
 from .annotate_summary import MARK_SLICE_KEY, format_summary, keys_text, next_step
+from .orientation import cursor_text, watch_viewer
 from .pickers import LayerCombo, is_annotation
 from .simulate import SimulateBox
 
@@ -126,6 +127,9 @@ class AnnotateWidget(ScrollingDock):
         self.summary_label.setWordWrap(True)
         self.summary_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         form.addRow(self.summary_label)
+        self.cursor_label = QLabel("")
+        self.cursor_label.setToolTip("Cursor position in the scan's RAS millimetres")
+        form.addRow(self.cursor_label)
         layout.addWidget(box)
 
         # --- simulate from a dense reference
@@ -144,6 +148,8 @@ class AnnotateWidget(ScrollingDock):
         self._summary_timer.timeout.connect(self.update_summary)
 
         self.viewer.bind_key(MARK_SLICE_KEY, self._on_key, overwrite=True)
+        watch_viewer(self.viewer)
+        self.viewer.cursor.events.position.connect(self._show_cursor)
         self.viewer.layers.events.inserted.connect(self._update_next_step)
         self.viewer.layers.events.removed.connect(self._update_next_step)
         self._watch_layer(self.annotation_combo.value)
@@ -384,6 +390,9 @@ class AnnotateWidget(ScrollingDock):
         if value not in layer.colormap.color_dict:
             layer.colormap = annotation_colormap(value, instances=True)
 
+    def _show_cursor(self, *_) -> None:
+        self.cursor_label.setText(cursor_text(self.viewer))
+
     def _update_next_step(self, *_) -> None:
         try:
             has_image = any(type(la).__name__ == "Image" for la in self.viewer.layers)
@@ -405,4 +414,6 @@ class AnnotateWidget(ScrollingDock):
     def closeEvent(self, event) -> None:
         with contextlib.suppress(KeyError, ValueError):  # already unbound
             self.viewer.bind_key(MARK_SLICE_KEY, None)
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):  # not connected
+            self.viewer.cursor.events.position.disconnect(self._show_cursor)
         super().closeEvent(event)
