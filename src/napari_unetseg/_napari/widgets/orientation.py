@@ -73,7 +73,7 @@ def cursor_text(viewer: Any) -> str:
         voxel = np.round(index[-nd:]).astype(int)
         if np.any(voxel < 0) or np.any(voxel >= shape):
             continue
-        ras = ras_position(meta, index[-nd:])
+        ras = ras_position(meta, [float(v) for v in index[-nd:]])
         if ras is None:
             continue
         where = ", ".join(str(int(v)) for v in voxel)
