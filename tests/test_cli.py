@@ -373,3 +373,63 @@ def test_every_command_prints_its_help(command, capsys):
     if command == "train":  # the generated setting flags, help from the schema
         assert "--target-spacing" in out
         assert "10 %" in out
+
+
+def test_predict_puts_swapped_channel_files_back_in_the_model_order(volume, tmp_path, capsys):
+    d, affine, semantic = volume
+    image = np.asarray(nib.load(d / "image.nii.gz").dataobj)
+    t1, t2 = tmp_path / "case1_t1.nii.gz", tmp_path / "case1_t2.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), t1)
+    nib.save(nib.Nifti1Image(image[::-1].copy(), affine), t2)
+    ann = tmp_path / "ann.nii.gz"
+    nib.save(nib.Nifti1Image((semantic.T + 1).astype(np.uint8), affine), ann)
+    model = tmp_path / "m.safetensors"
+    args = [
+        "train",
+        "--image",
+        str(t1),
+        "--image",
+        str(t2),
+        "--labels",
+        str(ann),
+        "--out",
+        str(model),
+    ]
+    assert main([*args, "--config", str(d / "tiny.json"), "--quiet"]) == 0
+    out1, out2 = tmp_path / "p1.nii.gz", tmp_path / "p2.nii.gz"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--image",
+                str(t1),
+                "--image",
+                str(t2),
+                "--out",
+                str(out1),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--image",
+                str(t2),
+                "--image",
+                str(t1),
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
+    assert "matched to the model by name" in capsys.readouterr().err
+    np.testing.assert_array_equal(nib.load(out1).dataobj, nib.load(out2).dataobj)

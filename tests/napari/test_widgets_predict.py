@@ -303,3 +303,26 @@ def test_several_images_with_progress_across_cases(
     assert seen[-1][1] == 3000
     assert any(f.startswith("3/3 case2") for f in formats)
     assert widget.progress.text() == "done"
+
+
+@pytest.mark.gui
+def test_dragged_channel_layers_are_matched_to_the_model_by_name(make_napari_viewer, monkeypatch):
+    from types import SimpleNamespace
+
+    viewer = make_napari_viewer()
+    t1, flair = np.zeros(SHAPE, np.float32), np.ones(SHAPE, np.float32)
+    # the layer list order is FLAIR first: the model was trained on T1, FLAIR
+    viewer.add_image(flair, name="case2 [FLAIR]", scale=SPACING)
+    viewer.add_image(t1, name="case2 [T1]", scale=SPACING)
+    widget = PredictWidget(viewer)
+    shown: list[str] = []
+    monkeypatch.setattr("napari_unetseg._napari.widgets.predict.notify_info", shown.append)
+    widget.image_list.set_checked(["case2 [FLAIR]", "case2 [T1]"])
+    model = SimpleNamespace(
+        config=SimpleNamespace(model=SimpleNamespace(in_channels=2)),
+        channel_names=["case1 [T1]", "case1 [FLAIR]"],
+    )
+    ((_, image),) = widget.cases_to_predict(model)
+    assert image[0].max() == 0  # T1 first, as the model expects
+    assert image[1].min() == 1
+    assert "matched to the model by name" in shown[-1]

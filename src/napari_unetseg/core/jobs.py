@@ -11,6 +11,7 @@ The command line is a thin parser over these functions; a script can call them t
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -169,7 +170,9 @@ def predict_to_files(
     Returns:
         The paths written, labels first.
     """
+    from .channel_match import order_channels
     from .checkpoint import load_checkpoint
+    from .events import Info
     from .inference import predict
     from .io import read_channels, write_image, write_labels
 
@@ -184,9 +187,14 @@ def predict_to_files(
             f"boundaries and instances need a model trained for instances; {model} is {ckpt.task}"
         )
     image, meta = read_channels(images)
+    image, match = order_channels(image, ckpt.channel_names, meta.channel_names)
+    notes = [Info(match.message, "warning" if match.warning else "info")] if match.message else []
     keep = probabilities is not None or uncertainty is not None
     pred = drain(
-        predict(ckpt, image, cfg.infer, spacing=meta.spacing, keep_probabilities=keep),
+        itertools.chain(
+            notes,
+            predict(ckpt, image, cfg.infer, spacing=meta.spacing, keep_probabilities=keep),
+        ),
         "predicting",
         quiet,
     ).result

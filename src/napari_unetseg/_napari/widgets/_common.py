@@ -65,6 +65,21 @@ def channel_count(layer: Any) -> int:
     return int(np.prod(shape[: len(shape) - spatial_ndim(layer)], dtype=int))
 
 
+def channel_names(layers: Sequence[Any]) -> list[str]:
+    """One name per channel of ``layers`` (as :func:`image_array` stacks them): the layer
+    name for a one-channel layer, else its file's channel names or "<layer> <c>"."""
+    names: list[str] = []
+    for layer in layers:
+        n = channel_count(layer)
+        if n == 1:
+            names.append(str(layer.name))
+            continue
+        meta = layer.metadata.get(META_KEY)
+        own = list(getattr(meta, "channel_names", None) or [])
+        names += own if len(own) == n else [f"{layer.name} {c}" for c in range(n)]
+    return names
+
+
 def image_array(layers: Sequence[Any]) -> np.ndarray:
     """Stack image layers into one float32 array (C, *spatial).
 
@@ -248,6 +263,12 @@ def notify_info(message: str) -> None:
     from napari.utils.notifications import show_info
 
     show_info(message)
+
+
+def notify_warning(message: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
 
 
 def format_seconds(seconds: float) -> str:

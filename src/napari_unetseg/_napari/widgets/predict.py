@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ...core.channel_match import order_channels
 from ...core.config import set_value
 from ...core.events import Done, Info, Progress
 from ..forms import apply_form, form_widget, settings_form
@@ -33,8 +34,11 @@ from ..workers import EventRunner
 from ._common import (
     StopsWorkWhenGone,
     channel_count,
+    channel_names,
     image_array,
     notify_error,
+    notify_info,
+    notify_warning,
     spacing_of,
     stop_work_on_close,
 )
@@ -211,7 +215,15 @@ class PredictWidget(StopsWorkWhenGone, ScrollingDock):
                 f"the model expects {wanted} channel(s) per image; "
                 f"{[la.name for la in current]} are left over"
             )
-        return [(group[0], image_array(group)) for group in groups]
+        cases = []
+        for group in groups:
+            image, match = order_channels(
+                image_array(group), ckpt.channel_names, channel_names(group)
+            )
+            if match.message:
+                (notify_warning if match.warning else notify_info)(match.message)
+            cases.append((group[0], image))
+        return cases
 
     def run(self):
         """Predict the checked image(s) in the background, one case after the other.

@@ -25,7 +25,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import CLASSES_KEY, META_KEY, TASK_KEY, image_array, notify_info, spacing_of
+from ...core.channel_match import channel_keys
+from ._common import (
+    CLASSES_KEY,
+    META_KEY,
+    TASK_KEY,
+    channel_names,
+    image_array,
+    notify_info,
+    spacing_of,
+)
 
 HEADERS = ["images", "annotation", "annotated"]
 
@@ -182,7 +191,7 @@ class TrainingSet(QWidget):
                     annotation=np.array(pair.annotation.data, copy=True),
                     spacing=spacing_of(pair.images[0]),
                     meta=pair.images[0].metadata.get(META_KEY),
-                    channel_names=[layer.name for layer in pair.images],
+                    channel_names=channel_names(pair.images),
                 )
             )
         return out
@@ -201,7 +210,7 @@ class TrainingSet(QWidget):
                 return None
             overwrite = True
         cases = self.cases()
-        channels = [layer.name for layer in self.pairs[0].images]
+        channels = channel_keys(channel_names(self.pairs[0].images), lower=False)
         out = write_nnunet_dataset(
             folder,
             cases,
