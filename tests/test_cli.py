@@ -375,6 +375,12 @@ def test_every_command_prints_its_help(command, capsys):
         assert "10 %" in out
 
 
+def _channels_args(command, files, out, *extra):
+    """``unetseg <command>`` arguments with one --image per channel file."""
+    images = [a for f in files for a in ("--image", str(f))]
+    return [command, *images, "--out", str(out), *extra]
+
+
 def test_predict_puts_swapped_channel_files_back_in_the_model_order(volume, tmp_path, capsys):
     d, affine, semantic = volume
     image = np.asarray(nib.load(d / "image.nii.gz").dataobj)
@@ -384,52 +390,11 @@ def test_predict_puts_swapped_channel_files_back_in_the_model_order(volume, tmp_
     ann = tmp_path / "ann.nii.gz"
     nib.save(nib.Nifti1Image((semantic.T + 1).astype(np.uint8), affine), ann)
     model = tmp_path / "m.safetensors"
-    args = [
-        "train",
-        "--image",
-        str(t1),
-        "--image",
-        str(t2),
-        "--labels",
-        str(ann),
-        "--out",
-        str(model),
-    ]
-    assert main([*args, "--config", str(d / "tiny.json"), "--quiet"]) == 0
+    tiny = ("--config", str(d / "tiny.json"), "--labels", str(ann), "--quiet")
+    assert main(_channels_args("train", [t1, t2], model, *tiny)) == 0
     out1, out2 = tmp_path / "p1.nii.gz", tmp_path / "p2.nii.gz"
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(model),
-                "--image",
-                str(t1),
-                "--image",
-                str(t2),
-                "--out",
-                str(out1),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(_channels_args("predict", [t1, t2], out1, "--model", str(model))) == 0
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(model),
-                "--image",
-                str(t2),
-                "--image",
-                str(t1),
-                "--out",
-                str(out2),
-            ]
-        )
-        == 0
-    )
+    assert main(_channels_args("predict", [t2, t1], out2, "--model", str(model))) == 0
     assert "matched to the model by name" in capsys.readouterr().err
     np.testing.assert_array_equal(nib.load(out1).dataobj, nib.load(out2).dataobj)
