@@ -373,3 +373,26 @@ def test_nifti_with_scaling_keeps_values(tmp_path):
 def test_module_exports():
     for name in ("read_volume", "read_labels", "write_labels", "write_image", "meta_from_array"):
         assert callable(getattr(vio, name))
+
+
+def test_nifti_time_series_is_no_channel_stack(tmp_path):
+    import nibabel as nib
+
+    from napari_unetseg.core.io import VolumeIOError, read_volume
+
+    def save(n, unit, name):
+        img = nib.Nifti1Image(np.zeros((6, 5, 4, n), np.float32), np.eye(4))
+        img.header.set_xyzt_units("mm", unit)
+        nib.save(img, tmp_path / name)
+        return tmp_path / name
+
+    with pytest.raises(VolumeIOError, match=r"time series of 40 volumes.*extract one volume"):
+        read_volume(save(40, "sec", "fmri.nii.gz"))
+    image, meta = read_volume(save(3, "sec", "phases.nii.gz"))
+    assert image.shape == (3, 4, 5, 6)
+    assert meta.extra["notes"] == [
+        f"{tmp_path / 'phases.nii.gz'}: its 3 time points are read as 3 channels"
+    ]
+    image, meta = read_volume(save(40, "unknown", "channels.nii.gz"))
+    assert image.shape[0] == 40
+    assert "notes" not in meta.extra

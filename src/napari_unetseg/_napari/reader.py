@@ -109,6 +109,10 @@ def display_kwargs(meta: VolumeMeta) -> dict:
 
 def _layers_for(path: Path) -> list[tuple]:
     image, meta = read_volume(path)
+    for note in meta.extra.get("notes", []):
+        from napari.utils.notifications import show_info
+
+        show_info(note)
     stem = file_stem(path)
     geometry = display_kwargs(meta)
     base_meta = {META_KEY: meta, SOURCE_KEY: str(path)}

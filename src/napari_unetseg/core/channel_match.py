@@ -115,3 +115,17 @@ def order_channels(
     if match.reordered and match.order is not None:
         image = np.asarray(image)[match.order]
     return image, match
+
+
+#: Most channels an image layer is taken to have along a guessed channel axis.
+MAX_CHANNELS = 8
+
+
+def guess_channel_axis(shape: Sequence[int]) -> int:
+    """The channel axis of a 4D array without metadata: 1 when it looks like
+    (Z, C, Y, X) (as napari's own reader gives ImageJ hyperstacks: a second axis of at
+    most ``MAX_CHANNELS`` entries, shorter than the first), else 0 (C, Z, Y, X)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 4 and shape[1] <= MAX_CHANNELS and shape[1] < shape[0]:
+        return 1
+    return 0

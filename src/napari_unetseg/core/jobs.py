@@ -12,6 +12,7 @@ The command line is a thin parser over these functions; a script can call them t
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,6 +80,9 @@ def train_to_file(
     check_model_path(out)
     check_outputs([out], [*images, labels, resume], overwrite=overwrite)
     image, meta = read_channels(images)
+    if not quiet:
+        for note in meta.extra.get("notes", []):
+            print(note, file=sys.stderr)
     annotation, ann_meta = read_labels(labels)
     check_same_geometry(meta, ann_meta, labels)
     ckpt = load_checkpoint(resume) if resume else None
@@ -188,7 +192,9 @@ def predict_to_files(
         )
     image, meta = read_channels(images)
     image, match = order_channels(image, ckpt.channel_names, meta.channel_names)
-    notes = [Info(match.message, "warning" if match.warning else "info")] if match.message else []
+    notes = [Info(str(n)) for n in meta.extra.get("notes", [])]
+    if match.message:
+        notes.append(Info(match.message, "warning" if match.warning else "info"))
     keep = probabilities is not None or uncertainty is not None
     pred = drain(
         itertools.chain(

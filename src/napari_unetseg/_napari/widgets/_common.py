@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QEvent, QTimer
 
+from ...core.channel_match import guess_channel_axis
+
 META_KEY = "unetseg_meta"
 CLASSES_KEY = "unetseg_class_names"  # foreground class names, background excluded
 ROLE_KEY = "unetseg_role"  # "annotation", "prediction", "truth", "preview", "probability"
@@ -56,13 +58,27 @@ def spatial_ndim(layer: Any) -> int:
 
 def spatial_shape(layer: Any) -> tuple[int, ...]:
     nd = spatial_ndim(layer)
-    return tuple(int(s) for s in np.shape(layer.data)[-nd:])
+    shape = tuple(int(s) for s in np.shape(layer.data))
+    if channel_axis(layer) == 1:
+        return (shape[0], *shape[2:])
+    return shape[-nd:]
+
+
+def channel_axis(layer: Any) -> int:
+    """Axis of a 4D image layer that holds its channels: 0 (C, Z, Y, X) for the plugin's
+    own layers, else guessed (:func:`~napari_unetseg.core.channel_match.guess_channel_axis`:
+    napari's reader gives (Z, C, Y, X) hyperstacks)."""
+    if getattr(layer, "ndim", 0) != 4 or getattr(layer, "rgb", False):
+        return 0
+    if (getattr(layer, "metadata", None) or {}).get(META_KEY) is not None:
+        return 0
+    return guess_channel_axis(np.shape(layer.data))
 
 
 def channel_count(layer: Any) -> int:
-    """Channels a layer contributes: the product of its non-spatial leading axes."""
+    """Channels a layer contributes: the product of its non-spatial axes."""
     shape = np.shape(layer.data)
-    return int(np.prod(shape[: len(shape) - spatial_ndim(layer)], dtype=int))
+    return int(np.prod(shape) // max(1, int(np.prod(spatial_shape(layer)))))
 
 
 def channel_names(layers: Sequence[Any]) -> list[str]:
@@ -97,6 +113,8 @@ def image_array(layers: Sequence[Any]) -> np.ndarray:
                 f"{layer.name!r} is {spatial_shape(layer)}; choose layers of one volume"
             )
         data = np.asarray(layer.data, dtype=np.float32)
+        if channel_axis(layer) == 1:
+            data = np.moveaxis(data, 1, 0)
         chans.append(data.reshape((-1, *shape)))
     return np.ascontiguousarray(np.concatenate(chans, axis=0))
 
@@ -119,16 +137,17 @@ def geometry_kwargs(source: Any, **metadata: Any) -> dict:
     """Scale, translation, axis names, units and metadata (with the VolumeMeta) of
     ``source`` for a new layer of its spatial shape, so that it lies on the source."""
     nd = spatial_ndim(source)
+    axes = [0, 2, 3] if channel_axis(source) == 1 else list(range(source.ndim - nd, source.ndim))
     md = {}
     if META_KEY in source.metadata:
         md[META_KEY] = source.metadata[META_KEY]
     md["unetseg_source"] = source.name
     md.update(metadata)
     return {
-        "scale": tuple(source.scale[-nd:]),
-        "translate": tuple(source.translate[-nd:]),
-        "axis_labels": tuple(source.axis_labels[-nd:]),
-        "units": tuple(str(u) for u in source.units[-nd:]),
+        "scale": tuple(source.scale[a] for a in axes),
+        "translate": tuple(source.translate[a] for a in axes),
+        "axis_labels": tuple(source.axis_labels[a] for a in axes),
+        "units": tuple(str(source.units[a]) for a in axes),
         "metadata": md,
     }
 

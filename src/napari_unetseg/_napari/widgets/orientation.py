@@ -18,6 +18,7 @@ import numpy as np
 
 from ...core.orientation import display_frame, format_ras, ras_position
 from ..reader import META_KEY
+from .stacks import split_channel_stack
 
 _WATCHED: weakref.WeakSet = weakref.WeakSet()
 
@@ -41,7 +42,8 @@ def show_axial(viewer: Any, layer: Any) -> bool:
 
 def watch_viewer(viewer: Any) -> None:
     """Give every scan added to ``viewer`` from now on an axial first view (once per
-    viewer; the user's own dims order is kept until another scan is added)."""
+    viewer; the user's own dims order is kept until another scan is added), and split
+    (Z, C, Y, X) stacks into channel layers (:mod:`.stacks`)."""
     if viewer in _WATCHED:
         return
     _WATCHED.add(viewer)
@@ -50,6 +52,7 @@ def watch_viewer(viewer: Any) -> None:
         layer = getattr(event, "value", None)
         if layer is not None and getattr(layer, "_type_string", "") == "image":
             show_axial(viewer, layer)
+            split_channel_stack(viewer, layer)
 
     viewer.layers.events.inserted.connect(on_inserted)
     for layer in viewer.layers:

@@ -24,6 +24,28 @@ def _unreadable(path: Path, exc: Exception) -> VolumeIOError:
     )
 
 
+#: More volumes than this along a 4th axis with time units: a time series, not channels.
+MAX_TIME_CHANNELS = 16
+
+
+def _time_series_notes(path: Path, header, n: int) -> list[str]:
+    """A note when the 4th axis of a NIfTI file is time (its header's time unit), read as
+    channels; VolumeIOError for a long time series (fMRI), which is no channel stack."""
+    try:
+        unit = header.get_xyzt_units()[1]
+    except Exception:  # a header without units: nothing to say
+        unit = "unknown"
+    if unit not in ("sec", "msec", "usec"):
+        return []
+    if n > MAX_TIME_CHANNELS:
+        raise VolumeIOError(
+            f"{path} is a time series of {n} volumes (4th axis in {unit}), not a stack of "
+            "channels: extract one volume or their mean as a 3D file first (e.g. with "
+            "nibabel's four_to_three or fslroi); napari's own reader can browse it"
+        )
+    return [f"{path}: its {n} time points are read as {n} channels"]
+
+
 def read_nifti(path: Path) -> tuple[np.ndarray, VolumeMeta]:
     import nibabel as nib
 
@@ -55,6 +77,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, VolumeMeta]:
         )
     if data.ndim < 2:
         raise VolumeIOError(f"{path} has shape {shape}; a 2D or 3D volume is needed.")
+    notes: list[str] = []
     if data.ndim == 2:
         spatial = data.T  # (i, j) -> (y, x)
         image = spatial[None]
@@ -63,6 +86,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, VolumeMeta]:
         image = data.T[None]  # (i, j, k) -> (1, k, j, i)
         spacing = tuple(reversed(zooms[:3]))
     else:
+        notes = _time_series_notes(path, header, data.shape[3])
         image = data.transpose(3, 2, 1, 0)  # (i, j, k, c) -> (c, k, j, i)
         spacing = tuple(reversed(zooms[:3]))
     spacing = tuple(float(s) if np.isfinite(s) and s > 0 else 1.0 for s in spacing)
@@ -75,7 +99,11 @@ def read_nifti(path: Path) -> tuple[np.ndarray, VolumeMeta]:
         source_format="nifti",
         source_path=str(path),
         channel_names=[f"channel {c}" for c in range(image.shape[0])],
-        extra={"nifti_version": version, "file_shape": tuple(int(s) for s in shape)},
+        extra={
+            "nifti_version": version,
+            "file_shape": tuple(int(s) for s in shape),
+            **({"notes": notes} if notes else {}),
+        },
         shape=tuple(int(s) for s in image.shape[1:]),
     )
     return image, meta
