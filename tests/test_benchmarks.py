@@ -137,3 +137,23 @@ def test_dataset_memory_smoke_measures_both_paths(tmp_path):
         assert data[mode]["peak_rss_bytes"] > 0
     assert data["step_seconds_1_case"] > 0
     assert data["step_seconds_3_cases"] > 0
+
+
+@pytest.mark.slow
+def test_precision_smoke(tmp_path):
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("stardist")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("StarDist's example images: pip install --no-deps stardist")
+    from benchmarks import precision
+
+    out = tmp_path / "precision.json"
+    assert precision.main(["--smoke", "--out", str(out)]) == 0
+    data = _load(out)
+    assert {r["precision"] for r in data["rows"]} == {"float32", "bfloat16"}
+    for row in data["rows"]:
+        assert row["network_dims"] == 2  # a one-slice volume trains as 2D
+        assert 0.0 <= row["foreground_dice"] <= 1.0
+        assert row["final_loss_finite"]
