@@ -214,6 +214,13 @@ class TrainConfig(_Section):
     )
     batch_size: int = setting(2, "patches per step", low=1)
     learning_rate: float = setting(1e-2, "peak AdamW learning rate", low=0.0, flag="--lr")
+    finetune_lr_factor: float = setting(
+        0.2,
+        "continuing or fine-tuning a model: peak learning rate = learning rate x this "
+        "(the full peak undoes what was learned; 1 = no change)",
+        low=0.0,
+        high=1.0,
+    )
     weight_decay: float = setting(1e-5, "AdamW weight decay", low=0.0)
     ce_weight: float = setting(1.0, "weight of the cross-entropy term", low=0.0)
     dice_weight: float = setting(1.0, "weight of the soft Dice term", low=0.0)

@@ -344,6 +344,21 @@ def suggest_slices(
     return picked
 
 
+def still_open(annotation: np.ndarray, suggestions: Sequence[Suggestion]) -> list[Suggestion]:
+    """The suggestions whose slice is still unpainted in ``annotation`` ``(*spatial)``
+    (painted since the ranking: as :func:`painted_slices` sees it, or every voxel of the
+    slice annotated), in their order."""
+    annotation = np.asarray(annotation)
+    done = painted_slices(annotation)
+    letters = _axis_letters(annotation.ndim)
+    out = []
+    for s in suggestions:
+        if s.index in done[letters[s.axis]] or (np.take(annotation, s.index, s.axis) > 0).all():
+            continue
+        out.append(s)
+    return out
+
+
 def _spread(dist: np.ndarray, n: int) -> np.ndarray:
     """Diversity score: distance to the nearest annotated/picked slice as a share of the
     axis, the borders counting as annotated slices half a gap away (so that the first

@@ -98,6 +98,21 @@ def _background_note(used: Sequence[Case], values: Sequence[np.ndarray]) -> Info
     )
 
 
+def apply_finetune_lr(cfg: Config) -> Info:
+    """Lower the peak learning rate of a run that continues a model (in place):
+    ``train.learning_rate`` x ``train.finetune_lr_factor``. A resumed run has no
+    warm-up and restarts the cosine schedule at its peak; at the full peak the first
+    steps undo much of what was learned (benchmarks/RESULTS.md, fine-tuning). Returns
+    the note for the user."""
+    base = float(cfg.train.learning_rate)
+    factor = float(cfg.train.finetune_lr_factor)
+    cfg.train.learning_rate = base * factor
+    return Info(
+        f"continuing a model: peak learning rate {base * factor:g} "
+        f"(learning rate {base:g} x fine-tune factor {factor:g})"
+    )
+
+
 def setup_run(
     all_cases: Sequence[Case],
     config: Config,
@@ -112,7 +127,8 @@ def setup_run(
             annotated voxel are left out with a note.
         config: the settings (not changed; a validated copy gets the planned values).
         resume: a loaded model to continue: its architecture, patch size and
-            normalisation are kept.
+            normalisation are kept, and the peak learning rate is lowered by
+            ``train.finetune_lr_factor`` (:func:`apply_finetune_lr`).
         own_validation: a separate validation volume is given, so nothing is held out.
 
     Raises:
@@ -165,6 +181,7 @@ def setup_run(
         cfg.data.patch_size = resume.config.data.patch_size
         cfg.data.normalization = resume.config.data.normalization
         normalizer = resume.normalizer
+        notes.append(apply_finetune_lr(cfg))
     else:
         cfg.model.spatial_dims = net_dims
         cfg.model.in_channels = channels

@@ -16,7 +16,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton
 
 from ...core.cases import Case
-from ...core.config import Config
+from ...core.config import Config, set_value
 from ...core.events import Done, Info, Preview, Validation
 from ..state import model_state
 from ..workers import EventRunner, Steps
@@ -34,6 +34,7 @@ from ._dock import ScrollingDock
 from .model_box import ModelBox
 from .pickers import LayerChecklist, LayerCombo, is_annotation
 from .preview import PREVIEW_LAYER, show_preview
+from .suggest import SuggestBox
 from .train_feedback import TrainFeedback
 from .train_settings import TrainSettings
 from .training_set import Pair, TrainingSet
@@ -59,6 +60,7 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
         self.loaded: Any = None  # checkpoint loaded from a file, for fine-tuning
         self.trainer: Any = None
         self.last_done: Done | None = None
+        self.last_preview: Preview | None = None  # for "Accept prediction on this slice"
         self._preview_request: tuple[int, int] | None = None
         self._run_inputs: dict = {}
         layout = self.body
@@ -114,6 +116,9 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
         fb = self.feedback
         self.banner, self.progress, self.readout = fb.banner, fb.progress, fb.readout
         self.history, self.validation, self.messages = fb.history, fb.validation, fb.messages
+
+        self.suggest_box = SuggestBox(self)
+        layout.addWidget(self.suggest_box)
 
         # ---------------------------------------------------------------- model
         self.model_box = ModelBox(self.state)
@@ -192,12 +197,14 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
 
     # ------------------------------------------------------------------ actions
 
-    def start(self, resume: Any = None):
+    def start(self, resume: Any = None, iterations: int | None = None):
         """Start training (from scratch, or from the loaded model when fine-tuning is
-        ticked). Returns the worker."""
+        ticked; ``iterations`` replaces the setting for this run). Returns the worker."""
         if self.runner.running:
             raise RuntimeError("training is already running")
         inputs = self._gather()
+        if iterations is not None:
+            set_value(inputs["config"], "train.iterations", int(iterations))
         if resume is None and self.finetune_check.isChecked() and self.loaded is not None:
             resume = self.loaded
         self._run_inputs = inputs
@@ -327,6 +334,7 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
             fb.on_validation(ev)
         elif isinstance(ev, Preview):
             inputs = self._run_inputs
+            self.last_preview = ev
             if inputs:
                 show_preview(self.viewer, ev, inputs["source"], inputs["annotation_layer"])
         elif isinstance(ev, Info):
