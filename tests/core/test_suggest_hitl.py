@@ -128,3 +128,20 @@ def test_resumed_run_trains_at_the_finetune_learning_rate(tiny_model):
     assert max(s.learning_rate for s in steps) <= peak * (1 + 1e-6)
     assert any("fine-tune factor" in e.message for e in events if isinstance(e, Info))
     assert events[-1].result.iterations == 4
+
+
+def test_resumed_run_warms_up_briefly(tiny_model):
+    from napari_unetseg.core.training import Trainer
+
+    ckpt, image, ann, cfg = tiny_model
+    cfg = cfg.copy()
+    cfg.train.iterations = 60  # warm-up: 5 % of the steps, at most 10
+    cfg.train.validate_every = 1000
+    trainer = Trainer(image[None], ann, cfg, resume=ckpt)
+    rates = []
+    for event in trainer.run():
+        if isinstance(event, Step):
+            rates.append(event.learning_rate)
+            if len(rates) == 4:
+                trainer.cancel.cancel()
+    assert rates[0] < rates[1] < rates[2]  # rising: a warm-up, not the peak at once

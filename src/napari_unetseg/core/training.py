@@ -229,7 +229,10 @@ class Trainer(Monitoring, Optimisation):
         start = self.iteration
         n = int(cfg.iterations)
         total = start + n
-        warmup = 0 if self.resumed or self._ran else min(50, int(WARMUP_FRACTION * n))
+        # a continued run (already lowered by train.finetune_lr_factor) warms up briefly,
+        # so that its first steps do not undo what the model has learned
+        continued = self.resumed or self._ran
+        warmup = min(10 if continued else 50, int(WARMUP_FRACTION * n))
         self._ran = True
         t0 = time.perf_counter()
         next_preview = t0
