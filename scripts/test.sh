@@ -2,7 +2,9 @@
 # One command from a fresh clone to the full test suite, GUI tests included: sets up
 # .venv with the test extras, installs a virtual X server and Mesa OpenGL from Debian
 # when they are missing (and this shell may), lints, type-checks, then runs pytest.
-# Extra arguments go to pytest (e.g. -m "not slow" for the fast tier).
+# Extra arguments go to pytest (e.g. -m "not slow" for the fast tier). With CI=true (or
+# UNETSEG_CHECK_DOCS=1 / UNETSEG_CHECK_WHEEL=1) it also builds the documentation site
+# with --strict and installs the built wheel as users do (scripts/check_wheel.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=setup_env.sh
@@ -39,5 +41,15 @@ ruff check src tests benchmarks
 ruff format --check src tests benchmarks
 echo "[test] mypy"
 python -m mypy
+if [ "${CI:-}" = "true" ] || [ "${UNETSEG_CHECK_DOCS:-}" = "1" ]; then
+  echo "[test] mkdocs build --strict"
+  site_dir="$(mktemp -d "${TMPDIR:-/tmp}/unetseg-site.XXXXXX")"
+  NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --quiet --site-dir "$site_dir"
+  rm -rf "$site_dir"
+fi
 echo "[test] pytest"
 python -m pytest "$@"
+if [ "${CI:-}" = "true" ] || [ "${UNETSEG_CHECK_WHEEL:-}" = "1" ]; then
+  echo "[test] the wheel as users install it"
+  bash "$here/check_wheel.sh"
+fi
