@@ -82,3 +82,18 @@ def test_defaults_follow_what_the_user_does(make_napari_viewer):
     )
     assert evaluate.ref_combo.value.name == TRUTH
     assert evaluate.pred_combo.value is not evaluate.ref_combo.value
+
+
+def test_all_channels_of_a_multichannel_file_are_checked(make_napari_viewer, tmp_path):
+    import nibabel as nib
+
+    data = np.random.default_rng(0).normal(size=(8, 9, 6, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "mri.nii.gz")
+    nib.save(nib.Nifti1Image(data[..., 0], np.eye(4)), tmp_path / "other.nii.gz")
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "other.nii.gz"), plugin="napari-unetseg")
+    layers = viewer.open(str(tmp_path / "mri.nii.gz"), plugin="napari-unetseg")
+    assert len(layers) == 3
+    viewer.layers.selection.active = layers[0]
+    predict = PredictWidget(viewer)
+    assert predict.image_list.checked_names() == [layer.name for layer in layers]

@@ -253,6 +253,22 @@ class LayerCombo(QComboBox):
         self.setCurrentIndex(idx)
 
 
+def channel_siblings(layer, layers: Sequence) -> list:
+    """``layer`` and the other channel layers read from the same file (the reader's
+    ``unetseg_source`` and ``unetseg_channel`` metadata), in list order: all channels of
+    one image are checked together."""
+    md = getattr(layer, "metadata", None) or {}
+    source = md.get("unetseg_source")
+    if source is None or "unetseg_channel" not in md:
+        return [layer]
+    return [
+        other
+        for other in layers
+        if (other.metadata or {}).get("unetseg_source") == source
+        and "unetseg_channel" in (other.metadata or {})
+    ]
+
+
 class LayerChecklist(QListWidget):
     """Checkable list of image layers (one checked layer per input channel). The
     plugin's own outputs (previews, probabilities) are not listed."""
@@ -294,8 +310,8 @@ class LayerChecklist(QListWidget):
                 item.setCheckState(Qt.Checked if on else Qt.Unchecked)
                 self.addItem(item)
             if layers and not self.checked_names():
-                best = prefer_layer(layers)
-                self.findItems(best.name, Qt.MatchExactly)[0].setCheckState(Qt.Checked)
+                for layer in channel_siblings(prefer_layer(layers), layers):
+                    self.findItems(layer.name, Qt.MatchExactly)[0].setCheckState(Qt.Checked)
         finally:
             self.blockSignals(False)
         self.changed.emit()
