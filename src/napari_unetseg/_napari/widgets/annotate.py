@@ -39,6 +39,7 @@ from ._common import (
 )
 from ._dock import ScrollingDock
 from .annotate_summary import MARK_SLICE_KEY, format_summary, keys_text, next_step
+from .autosave import AnnotationAutosave
 from .pickers import LayerCombo, is_annotation
 from .simulate import SimulateBox
 
@@ -143,6 +144,7 @@ class AnnotateWidget(ScrollingDock):
         self._summary_timer.setInterval(250)
         self._summary_timer.timeout.connect(self.update_summary)
 
+        self.autosave = AnnotationAutosave(self.viewer, self)  # every annotation layer
         self.viewer.bind_key(MARK_SLICE_KEY, self._on_key, overwrite=True)
         self.viewer.layers.events.inserted.connect(self._update_next_step)
         self.viewer.layers.events.removed.connect(self._update_next_step)
@@ -342,6 +344,7 @@ class AnnotateWidget(ScrollingDock):
                 ev.connect(self._on_layer_event)
             layer.events.selected_label.connect(self._on_selected_label)
             if is_annotation(layer):
+                self.autosave.watch(layer)
                 for k in range(1, 10):
                     layer.bind_key(str(k), self._key_handler(k), overwrite=True)
             names = layer.metadata.get(CLASSES_KEY)
