@@ -59,6 +59,11 @@ def source_key(image) -> str:
     return key
 
 
+def _history(layer) -> tuple[int, int]:
+    """Lengths of a labels layer's undo and redo lists (what undo / redo change)."""
+    return tuple(len(getattr(layer, a, ())) for a in ("_undo_history", "_redo_history"))
+
+
 class AnnotationAutosave(QObject):
     """Autosave every annotation layer of ``viewer``; offer recoveries for new images.
 
@@ -91,7 +96,7 @@ class AnnotationAutosave(QObject):
         timer = QTimer(self)
         timer.setSingleShot(True)
         timer.timeout.connect(lambda: self._changed(layer))
-        self._watched[id(layer)] = (layer, None, timer, [None])
+        self._watched[id(layer)] = (layer, None, timer, [_history(layer)])
         for ev in (layer.events.paint, layer.events.data, layer.events.set_data):
             ev.connect(self._on_event)
         return True
