@@ -87,6 +87,25 @@ def resolve_classes(
     return names, n_fg + 1
 
 
+def unnamed_values_warning(values: np.ndarray, class_names: Sequence[str]) -> str | None:
+    """A one-line warning when a semantic annotation holds values beyond its named
+    classes (e.g. a stray stroke with value 5 when only 2 = "cell" and 3 = "membrane" are
+    named), naming the values and the names they will get; None when all are named.
+
+    values: distinct annotation values (:func:`label_values`).
+    """
+    top_named = len(class_names) + 1
+    extra = np.asarray(values)[np.asarray(values) > top_named]
+    if not extra.size:
+        return None
+    named = ", ".join(f"{k + 2} = {n}" for k, n in enumerate(class_names)) or "none"
+    return (
+        f"the annotation holds value(s) {_listing(extra)} beyond the named classes "
+        f"({named}): they train as extra classes named 'class k'; repaint them or add "
+        "their names"
+    )
+
+
 def has_background(annotation_values: np.ndarray) -> bool:
     """Whether background (value 1) is among the given annotation values."""
     return bool(np.any(np.asarray(annotation_values) == 1))

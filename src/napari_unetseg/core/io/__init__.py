@@ -261,6 +261,18 @@ def write_image(
     _check_spatial(spatial_shape, meta, "array")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise VolumeIOError(f"cannot write an array of dtype {array.dtype} as an image")
+    if np.iscomplexobj(array):
+        raise VolumeIOError(
+            f"cannot write complex data to {path}: write its magnitude (np.abs) or the "
+            "real and imaginary parts as separate images"
+        )
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        finite = np.abs(array[np.isfinite(array)])
+        if finite.size and finite.max() > np.finfo(np.float32).max:
+            raise VolumeIOError(
+                f"cannot write {path}: values up to {finite.max():.3g} exceed the float32 "
+                "range (3.4e38) of the file; rescale the data first"
+            )
     data = array.astype(np.float32, copy=False)
     return _write(path, data, meta, channels, overwrite)
 
