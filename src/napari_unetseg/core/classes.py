@@ -151,3 +151,24 @@ def check_resume(
         )
     if resume.normalizer is None:
         raise ValueError("the model to continue has no normalisation record")
+    check_weights(resume)
+
+
+def check_weights(resume: Checkpoint) -> None:
+    """Refuse a model whose weights are not finite or do not fit its own architecture
+    (a damaged or edited file), before training continues from it.
+
+    Raises:
+        CheckpointError: naming the first bad weight.
+    """
+    import torch
+
+    from .checkpoint import CheckpointError
+
+    for name, tensor in resume.state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"the model to continue holds NaN or infinite weights ({name}): it is "
+                "damaged; start a new model or load another one"
+            )
+    resume.build_model("cpu")  # raises CheckpointError when the weights do not fit

@@ -126,17 +126,22 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
     if Path(path).is_dir() or Path(path).name.lower().endswith(DICOM_SUFFIXES):
         return read_dicom(path)
     path, suffix = _check_readable(path)
-    if suffix in NIFTI_SUFFIXES:
-        from .nifti import read_nifti
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            from .nifti import read_nifti
 
-        return read_nifti(path)
-    if suffix in SITK_SUFFIXES:
-        from .sitk import read_sitk
+            return read_nifti(path)
+        if suffix in SITK_SUFFIXES:
+            from .sitk import read_sitk
 
-        return read_sitk(path, suffix)
-    from .tiff import read_tiff
+            return read_sitk(path, suffix)
+        from .tiff import read_tiff
 
-    return read_tiff(path)
+        return read_tiff(path)
+    except VolumeIOError as exc:
+        if Path(path).name in str(exc):
+            raise
+        raise VolumeIOError(f"{path}: {exc}") from None  # every message names the file
 
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
