@@ -171,4 +171,5 @@ def check_weights(resume: Checkpoint) -> None:
                 f"the model to continue holds NaN or infinite weights ({name}): it is "
                 "damaged; start a new model or load another one"
             )
-    resume.build_model("cpu")  # raises CheckpointError when the weights do not fit
+    if resume.state_dict:  # (a checkpoint made in code may carry no weights yet)
+        resume.build_model("cpu")  # raises CheckpointError when the weights do not fit
