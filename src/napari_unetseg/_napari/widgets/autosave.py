@@ -38,8 +38,8 @@ def ask_restore(parent: Any, image_name: str, recoveries: list) -> str:
     box = QMessageBox(parent)
     box.setWindowTitle("Recover annotations")
     box.setText(
-        f"Unsaved annotations of {image_name!r} were found ({names}), autosaved before "
-        "napari closed unexpectedly. Restore them as new layers?"
+        f"Autosaved annotations of {image_name!r} were found ({names}), e.g. from a "
+        "session that ended unexpectedly. Restore them as new layers?"
     )
     restore = box.addButton("Restore", QMessageBox.AcceptRole)
     discard = box.addButton("Discard", QMessageBox.DestructiveRole)
