@@ -34,3 +34,9 @@ def tiny_config_file(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _recovery_store(tmp_path_factory, monkeypatch):
+    """Annotation autosaves of every test go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv("NAPARI_UNETSEG_RECOVERY_DIR", str(tmp_path_factory.mktemp("recovery")))

@@ -80,3 +80,35 @@ def test_check_resume_explains_what_differs(kwargs, args, needle):
 def test_check_resume_accepts_a_matching_model():
     check_resume(_ckpt(), 1, 3, "semantic", 2)
     check_resume(_ckpt(spatial_dims=2, classes=3, task="instances"), 1, 2, "instances", 3)
+
+
+def test_values_beyond_the_named_classes_are_warned_with_the_values():
+    from napari_unetseg.core.classes import unnamed_values_warning
+
+    assert unnamed_values_warning(np.array([0, 1, 2, 3]), ["cell", "membrane"]) is None
+    text = unnamed_values_warning(np.array([0, 1, 2, 5, 7]), ["cell"])
+    assert "value(s) 5, 7 beyond the named classes (2 = cell)" in text
+    assert "\n" not in text
+
+
+def test_training_warns_before_the_first_step_about_unnamed_values(tiny_config):
+    from napari_unetseg.core.events import Info, Step
+    from napari_unetseg.core.training import Trainer
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(1, 9, 20, 22)).astype(np.float32)
+    ann = np.zeros((9, 20, 22), np.uint16)
+    ann[2] = 1
+    ann[2, 4:9, 4:9] = 2
+    ann[2, 12:15, 12:15] = 4  # painted with a value no class is named for
+    cfg = tiny_config(train={"iterations": 1})
+    cfg.class_names = ["cell"]
+    events = list(Trainer(image, ann, cfg).run())
+    first_step = next(i for i, e in enumerate(events) if isinstance(e, Step))
+    warned = [
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, Info) and e.level == "warning" and "value(s) 4" in e.message
+    ]
+    assert warned
+    assert warned[0] < first_step

@@ -224,3 +224,30 @@ def test_worker_error_is_shown_and_ui_reset(setup, qtbot, monkeypatch):
     assert widget.start_btn.isEnabled()
     assert not widget.stop_btn.isEnabled()
     assert widget.progress.text() == "failed or aborted"
+
+
+def test_closing_the_dock_mid_run_keeps_the_model(setup, qtbot):
+    viewer, widget = setup
+    widget.setting("train.iterations").value = 100_000
+    state = model_state(viewer)
+    state.set(None)
+    qtbot.mouseClick(widget.start_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: len(widget.history) >= 2, timeout=60_000)
+    with qtbot.waitSignal(widget.runner.finished, timeout=30_000):
+        viewer.window.remove_dock_widget(widget)
+    assert not widget.runner.running
+    assert state.checkpoint is not None  # the viewer's current model, for Predict
+    assert 0 < state.checkpoint.iterations < 100_000
+    assert widget.last_done.cancelled
+
+
+def test_closing_the_viewer_mid_run_is_quiet(setup, qtbot):
+    viewer, widget = setup
+    widget.setting("train.iterations").value = 100_000
+    qtbot.mouseClick(widget.start_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=60_000)
+    runner = widget.runner
+    with qtbot.waitSignal(runner.finished, timeout=30_000):
+        viewer.close()
+    qtbot.wait(300)  # late queued callbacks would raise here (pytest-qt fails on them)
+    assert not runner.running

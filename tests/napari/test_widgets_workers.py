@@ -59,3 +59,49 @@ def test_trailing_steps_are_flushed():
     out = list(coalesce(iter([_step(1), _step(2)]), step_interval=3600.0))
     assert len(out) == 1
     assert [s.iteration for s in out[0].steps] == [1, 2]
+
+
+def test_callbacks_of_a_deleted_widget_are_skipped_not_raised():
+    from napari_unetseg._napari.workers import _deliver
+
+    def gone(*_):
+        raise RuntimeError("wrapped C/C++ object of type QTimer has been deleted")
+
+    def broken(*_):
+        raise RuntimeError("a real failure")
+
+    _deliver(gone, Done())  # silently skipped
+    _deliver(None)
+    with pytest.raises(RuntimeError, match="a real failure"):
+        _deliver(broken)
+
+
+@pytest.mark.gui
+def test_detached_runner_delivers_only_the_final_done(qtbot):
+    from napari_unetseg._napari.workers import EventRunner
+
+    runner = EventRunner(step_interval=0.0)
+    runner.keep_result = True
+    seen: list = []
+    gate = []
+
+    def factory(token):
+        yield Info("first")
+        while not token.cancelled:
+            gate.append(1)
+            yield Info("more")
+        yield Done(result="model so far", cancelled=True)
+
+    def on_event(ev):
+        seen.append(ev)
+        if isinstance(ev, Info) and ev.message == "first":
+            runner.abort()  # the widget closes: stop, but keep the result
+
+    def finished():
+        raise RuntimeError("wrapped C/C++ object of type QTimer has been deleted")
+
+    with qtbot.waitSignal(runner.finished, timeout=10_000):
+        runner.start(factory, on_event, on_finished=finished)
+    assert isinstance(seen[-1], Done)
+    assert seen[-1].result == "model so far"
+    assert all(not (isinstance(e, Info) and e.message == "more") for e in seen)

@@ -13,17 +13,19 @@ masks painted or predicted on it are saved in the source geometry.
 The reader follows napari's convention: ``get_reader`` returns None for files it does not
 handle and never raises; a file that turns out to be unreadable (corrupt, truncated,
 unsupported layout) raises ``VolumeIOError`` from the returned function, with a message
-that napari shows to the user.
+that napari shows to the user. Colour (RGB24 / RGBA32) NIfTI files open as one image layer
+per colour ("<stem> [R]", "[G]", "[B]").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import numpy as np
 
-from ..core.io import SUPPORTED_SUFFIXES, VolumeMeta, file_stem, read_volume
+from ..core.io import SUPPORTED_SUFFIXES, VolumeIOError, VolumeMeta, file_stem, read_volume
 from ..core.orientation import display_frame
 
 META_KEY = "unetseg_meta"
@@ -107,12 +109,28 @@ def display_kwargs(meta: VolumeMeta) -> dict:
     return {"scale": tuple(float(s) for s in meta.spacing)}
 
 
+def split_rgb(image: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Colour voxels (NIfTI RGB24 / RGBA32: a structured dtype with fields R, G, B(, A))
+    become one channel per colour. image: (C, *spatial) with C = 1; returns
+    ((3 or 4, *spatial), channel names). Other arrays are returned unchanged."""
+    fields = image.dtype.names
+    if not fields:
+        return image, names
+    if image.shape[0] != 1:
+        raise VolumeIOError("a colour (RGB) file with several channels is not supported")
+    channels = np.stack([np.asarray(image[0][f]) for f in fields])
+    return channels, [str(f) for f in fields]
+
+
 def _layers_for(path: Path) -> list[tuple]:
     image, meta = read_volume(path)
     for note in meta.extra.get("notes", []):
         from napari.utils.notifications import show_info
 
         show_info(note)
+    image, rgb_names = split_rgb(image, list(meta.channel_names or []))
+    if rgb_names != list(meta.channel_names or []):
+        meta = dataclasses.replace(meta, channel_names=rgb_names)
     stem = file_stem(path)
     geometry = display_kwargs(meta)
     base_meta = {META_KEY: meta, SOURCE_KEY: str(path)}

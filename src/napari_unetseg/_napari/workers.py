@@ -15,11 +15,16 @@ stays responsive whatever the speed of the work.
 Stopping is cooperative: :meth:`EventRunner.stop` sets the
 :class:`~napari_unetseg.core.events.CancelToken` that the core checks between steps, and
 the core still yields its final ``Done`` (with the model so far). :meth:`EventRunner.abort`
-additionally quits the worker, for when the widget or the viewer goes away.
+additionally quits the worker, for when the widget or the viewer goes away; a runner
+with ``keep_result`` set only stops there, so that the final ``Done`` still reaches
+``on_event`` after its widget was closed (the Train widget keeps the model reached so far,
+as Ctrl-C does on the command line). Callbacks that meet a deleted Qt object (the widget
+or the viewer closed meanwhile) are skipped silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -82,6 +87,23 @@ def coalesce(events: Iterator[Any], step_interval: float = 0.1) -> Iterator[Any]
         yield Steps(pending)
 
 
+def _deleted(exc: RuntimeError) -> bool:
+    """Whether ``exc`` says a Qt object (a closed widget's timer, label...) is gone."""
+    text = str(exc)
+    return "deleted" in text and ("C/C++ object" in text or "Internal C++ object" in text)
+
+
+def _deliver(callback: Callable[..., Any] | None, *args: Any) -> None:
+    """Call a main-thread callback; skip it quietly when its widget was deleted."""
+    if callback is None:
+        return
+    try:
+        callback(*args)
+    except RuntimeError as exc:
+        if not _deleted(exc):
+            raise
+
+
 class EventRunner(QObject):
     """Drive one core event generator at a time in a napari ``GeneratorWorker``.
 
@@ -94,6 +116,7 @@ class EventRunner(QObject):
     - ``on_finished()`` at the very end, whether it completed, failed or was stopped.
 
     The runner's own ``finished`` signal is emitted after ``on_finished`` for every run.
+    ``keep_result``: :meth:`abort` only stops, so the final event is still delivered.
     """
 
     finished = Signal()
@@ -104,6 +127,8 @@ class EventRunner(QObject):
         self.worker = None
         self.token: CancelToken | None = None
         self.error: BaseException | None = None
+        self.keep_result = False
+        self._detached = False
 
     @property
     def running(self) -> bool:
@@ -135,6 +160,7 @@ class EventRunner(QObject):
 
         worker = create_worker(_work, _start_thread=False, _ignore_errors=True)
         self.token = token
+        self._detached = False
         self.error = None
         self.worker = worker
 
@@ -143,7 +169,7 @@ class EventRunner(QObject):
                 exc = exc.__cause__  # the original error, for the message
             self.error = exc
             if on_error is not None:
-                on_error(exc)
+                _deliver(on_error, exc)
             else:
                 from napari.utils.notifications import show_error
 
@@ -153,12 +179,19 @@ class EventRunner(QObject):
             if self.worker is worker:
                 self.worker = None
             try:
-                if on_finished is not None:
-                    on_finished()
+                _deliver(on_finished)
             finally:
-                self.finished.emit()
+                with contextlib.suppress(RuntimeError):  # the runner itself was deleted
+                    self.finished.emit()
 
-        worker.yielded.connect(on_event)
+        def _yielded(ev):
+            # after abort() with keep_result only the final Done goes on (the model so
+            # far); previews and plots of a closed widget are dropped
+            if not self._detached or isinstance(ev, Done):
+                _deliver(on_event, ev)
+
+        # a plain function, not the widget's method: Qt would drop a slot of a deleted widget
+        worker.yielded.connect(_yielded)
         worker.errored.connect(_errored)
         worker.finished.connect(_finished)
         worker.start()
@@ -170,8 +203,12 @@ class EventRunner(QObject):
             self.token.cancel()
 
     def abort(self) -> None:
-        """Stop and quit the worker without waiting for its last events."""
+        """Stop and quit the worker without waiting for its last events (with
+        ``keep_result``: only stop, the last events still arrive)."""
         self.stop()
+        if self.keep_result:
+            self._detached = self.worker is not None
+            return
         worker = self.worker
         if worker is not None:
             worker.quit()

@@ -7,7 +7,7 @@ foreground classes (semantic task) or object ids (instance task).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,6 +87,25 @@ def resolve_classes(
     return names, n_fg + 1
 
 
+def unnamed_values_warning(values: Any, class_names: Sequence[str]) -> str | None:
+    """A one-line warning when a semantic annotation holds values beyond its named
+    classes (e.g. a stray stroke with value 5 when only 2 = "cell" and 3 = "membrane" are
+    named), naming the values and the names they will get; None when all are named.
+
+    values: distinct annotation values (:func:`label_values`).
+    """
+    top_named = len(class_names) + 1
+    extra = np.asarray(values)[np.asarray(values) > top_named]
+    if not extra.size:
+        return None
+    named = ", ".join(f"{k + 2} = {n}" for k, n in enumerate(class_names)) or "none"
+    return (
+        f"the annotation holds value(s) {_listing(extra)} beyond the named classes "
+        f"({named}): they train as extra classes named 'class k'; repaint them or add "
+        "their names"
+    )
+
+
 def has_background(annotation_values: np.ndarray) -> bool:
     """Whether background (value 1) is among the given annotation values."""
     return bool(np.any(np.asarray(annotation_values) == 1))
@@ -132,3 +151,25 @@ def check_resume(
         )
     if resume.normalizer is None:
         raise ValueError("the model to continue has no normalisation record")
+    check_weights(resume)
+
+
+def check_weights(resume: Checkpoint) -> None:
+    """Refuse a model whose weights are not finite or do not fit its own architecture
+    (a damaged or edited file), before training continues from it.
+
+    Raises:
+        CheckpointError: naming the first bad weight.
+    """
+    import torch
+
+    from .checkpoint import CheckpointError
+
+    for name, tensor in resume.state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"the model to continue holds NaN or infinite weights ({name}): it is "
+                "damaged; start a new model or load another one"
+            )
+    if resume.state_dict:  # (a checkpoint made in code may carry no weights yet)
+        resume.build_model("cpu")  # raises CheckpointError when the weights do not fit

@@ -134,7 +134,7 @@ def setup_run(
     Raises:
         ValueError: the cases, settings or the model to continue do not fit together.
     """
-    from .classes import check_resume, resolve_classes
+    from .classes import check_resume, resolve_classes, unnamed_values_warning
     from .device import autocast_dtype, configure_threads, select_device
     from .geometry import case_spacings, check_cases, network_dims, training_spacing
     from .planning import make_plan
@@ -148,6 +148,9 @@ def setup_run(
     used, values, skipped = check_cases(all_cases)
     notes += [Info(t, level="warning") for t in skipped]
     num_classes = cfg.model.num_classes if task == "semantic" else None
+    named = cfg.class_names != Config().class_names  # the default names nothing
+    if task == "semantic" and named and (extra := unnamed_values_warning(values, cfg.class_names)):
+        notes.append(Info(extra, level="warning"))
     class_names, n_out = resolve_classes(values, task, cfg.class_names, num_classes)
     if task == "semantic":
         note = _background_note(used, values)

@@ -39,6 +39,7 @@ from ._common import (
 )
 from ._dock import ScrollingDock
 from .annotate_summary import MARK_SLICE_KEY, format_summary, keys_text, next_step
+from .autosave import AnnotationAutosave
 from .orientation import cursor_text, watch_viewer
 from .pickers import LayerCombo, is_annotation
 from .simulate import SimulateBox
@@ -147,6 +148,7 @@ class AnnotateWidget(ScrollingDock):
         self._summary_timer.setInterval(250)
         self._summary_timer.timeout.connect(self.update_summary)
 
+        self.autosave = AnnotationAutosave(self.viewer, self)  # every annotation layer
         self.viewer.bind_key(MARK_SLICE_KEY, self._on_key, overwrite=True)
         watch_viewer(self.viewer)
         self.viewer.cursor.events.position.connect(self._show_cursor)
@@ -348,6 +350,7 @@ class AnnotateWidget(ScrollingDock):
                 ev.connect(self._on_layer_event)
             layer.events.selected_label.connect(self._on_selected_label)
             if is_annotation(layer):
+                self.autosave.watch(layer)
                 for k in range(1, 10):
                     layer.bind_key(str(k), self._key_handler(k), overwrite=True)
             names = layer.metadata.get(CLASSES_KEY)

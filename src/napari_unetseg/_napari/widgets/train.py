@@ -56,6 +56,7 @@ class TrainWidget(StopsWorkWhenGone, ScrollingDock):
         self.viewer = napari_viewer
         self.state = model_state(self.viewer)
         self.runner = EventRunner()
+        self.runner.keep_result = True  # closing mid-run keeps the model reached so far
         self.checkpoint: Any = None  # last trained checkpoint (with optimizer state)
         self.loaded: Any = None  # checkpoint loaded from a file, for fine-tuning
         self.trainer: Any = None

@@ -126,17 +126,22 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
     if Path(path).is_dir() or Path(path).name.lower().endswith(DICOM_SUFFIXES):
         return read_dicom(path)
     path, suffix = _check_readable(path)
-    if suffix in NIFTI_SUFFIXES:
-        from .nifti import read_nifti
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            from .nifti import read_nifti
 
-        return read_nifti(path)
-    if suffix in SITK_SUFFIXES:
-        from .sitk import read_sitk
+            return read_nifti(path)
+        if suffix in SITK_SUFFIXES:
+            from .sitk import read_sitk
 
-        return read_sitk(path, suffix)
-    from .tiff import read_tiff
+            return read_sitk(path, suffix)
+        from .tiff import read_tiff
 
-    return read_tiff(path)
+        return read_tiff(path)
+    except VolumeIOError as exc:
+        if Path(path).name in str(exc):
+            raise
+        raise VolumeIOError(f"{path}: {exc}") from None  # every message names the file
 
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, VolumeMeta]:
@@ -261,6 +266,18 @@ def write_image(
     _check_spatial(spatial_shape, meta, "array")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise VolumeIOError(f"cannot write an array of dtype {array.dtype} as an image")
+    if np.iscomplexobj(array):
+        raise VolumeIOError(
+            f"cannot write complex data to {path}: write its magnitude (np.abs) or the "
+            "real and imaginary parts as separate images"
+        )
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        finite = np.abs(array[np.isfinite(array)])
+        if finite.size and finite.max() > np.finfo(np.float32).max:
+            raise VolumeIOError(
+                f"cannot write {path}: values up to {finite.max():.3g} exceed the float32 "
+                "range (3.4e38) of the file; rescale the data first"
+            )
     data = array.astype(np.float32, copy=False)
     return _write(path, data, meta, channels, overwrite)
 
