@@ -66,6 +66,7 @@ __all__ = [
     "VolumeMeta",
     "WriteError",
     "atomic_write",
+    "check_labels_target",
     "default_affine",
     "file_stem",
     "is_zarr_path",
@@ -202,6 +203,17 @@ def _write(path: str | Path, data: np.ndarray, meta: VolumeMeta, channels: bool,
             write_tiff(tmp, out, meta, channels=channels)
 
     return atomic_write(path, write, overwrite=overwrite)
+
+
+def check_labels_target(path: str | Path, meta: VolumeMeta) -> None:
+    """Refuse, before any work, a labels path that cannot be written for this image: a
+    DICOM SEG (.dcm) for an image not read from DICOM, or without highdicom installed."""
+    if str(path).lower().endswith(DICOM_SUFFIXES):
+        from .dicom_seg import check_seg_target
+
+        check_seg_target(meta)
+    else:
+        _suffix(Path(path))
 
 
 def write_labels(

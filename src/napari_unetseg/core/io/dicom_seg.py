@@ -51,16 +51,22 @@ def _segment_names(labels: np.ndarray, class_names: Sequence[str] | None) -> lis
     return names
 
 
+def check_seg_target(meta: VolumeMeta | None) -> None:
+    """Raise VolumeIOError unless a SEG can be written for the image of ``meta``."""
+    if meta is None or meta.source_format != "dicom" or not meta.source_path:
+        raise VolumeIOError(
+            "a DICOM SEG must reference a DICOM series: these labels belong to an image "
+            "that was not read from DICOM; write them as NIfTI, NRRD or MetaImage instead."
+        )
+    _highdicom()
+
+
 def _datasets(source, meta: VolumeMeta | None):
     """Source headers in read_dicom's slice order from a folder/file path or datasets."""
     from .dicom import series_datasets
 
     if source is None:
-        if meta is None or meta.source_format != "dicom" or not meta.source_path:
-            raise VolumeIOError(
-                "a DICOM SEG must reference a DICOM series: these labels belong to an image "
-                "that was not read from DICOM; write them as NIfTI, NRRD or MetaImage instead."
-            )
+        check_seg_target(meta)
         return series_datasets(meta.source_path, series_uid=meta.extra.get("series_uid"))
     if isinstance(source, (str, Path)):
         uid = meta.extra.get("series_uid") if meta is not None else None
