@@ -113,7 +113,8 @@ def _test_input(ckpt: Checkpoint, model: UNet, image: np.ndarray | None) -> np.n
         )
     start = (spatial - size) // 2
     crop = tuple(slice(int(s), int(s + n)) for s, n in zip(start, size))
-    return np.ascontiguousarray(image[(slice(None), *crop)])[None]
+    index = (slice(None), *crop)
+    return np.ascontiguousarray(image[index])[None]
 
 
 def _preprocessing(v0_5, ckpt: Checkpoint, spatial_ids, channels: int) -> list:
@@ -191,7 +192,7 @@ def _describe_preprocessing(ckpt: Checkpoint) -> str:
     if norm.per_image:
         return "z-score per image and channel (zero mean, unit variance over the volume)"
     clip = ""
-    if norm.clip_low is not None:
+    if norm.clip_low is not None and norm.clip_high is not None:
         clip = f"clip to [{min(norm.clip_low):g}, {max(norm.clip_high):g}], then "
     return f"{clip}fixed z-score with mean {norm.offsets} and std {norm.scales} per channel"
 
@@ -232,8 +233,8 @@ def export_bioimageio(
     spatial = ["z", "y", "x"][-cfg.spatial_dims :]
     divisor = dict(zip(spatial, net.divisor))
 
-    with tempfile.TemporaryDirectory(prefix="unetseg-bioimageio-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="unetseg-bioimageio-") as tmp_name:
+        tmp = Path(tmp_name)
         np.save(tmp / "test_input.npy", x)
         np.save(tmp / "test_output.npy", y)
         with torch.no_grad(), warnings.catch_warnings():

@@ -51,14 +51,16 @@ def _segment_names(labels: np.ndarray, class_names: Sequence[str] | None) -> lis
     return names
 
 
-def check_seg_target(meta: VolumeMeta | None) -> None:
-    """Raise VolumeIOError unless a SEG can be written for the image of ``meta``."""
+def check_seg_target(meta: VolumeMeta | None) -> str:
+    """Raise VolumeIOError unless a SEG can be written for the image of ``meta``; return
+    the path of its DICOM source."""
     if meta is None or meta.source_format != "dicom" or not meta.source_path:
         raise VolumeIOError(
             "a DICOM SEG must reference a DICOM series: these labels belong to an image "
             "that was not read from DICOM; write them as NIfTI, NRRD or MetaImage instead."
         )
     _highdicom()
+    return meta.source_path
 
 
 def _datasets(source, meta: VolumeMeta | None):
@@ -66,8 +68,9 @@ def _datasets(source, meta: VolumeMeta | None):
     from .dicom import series_datasets
 
     if source is None:
-        check_seg_target(meta)
-        return series_datasets(meta.source_path, series_uid=meta.extra.get("series_uid"))
+        source_path = check_seg_target(meta)
+        uid = meta.extra.get("series_uid") if meta is not None else None
+        return series_datasets(source_path, series_uid=uid)
     if isinstance(source, (str, Path)):
         uid = meta.extra.get("series_uid") if meta is not None else None
         return series_datasets(source, series_uid=uid)
