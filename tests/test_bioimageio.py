@@ -100,3 +100,12 @@ def test_bad_requests_are_one_line(trained, tmp_path, monkeypatch):
         'exporting to bioimage.io needs bioimageio.spec: pip install "napari-unetseg[formats]"'
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_command_prints_its_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export-bioimageio", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: unetseg export-bioimageio")
+    assert "--test-image" in out
