@@ -8,6 +8,7 @@ Commands::
     unetseg predict   --model MODEL --image IMG --out LABELS.nii.gz
     unetseg evaluate  --pred LABELS --truth GT [--instances] [--json OUT]
     unetseg suggest   --model MODEL --image IMG --labels ANN [--top K] [--json OUT]
+    unetseg export-bioimageio --model MODEL --out model.zip [--test-image IMG]
 
 The setting flags of ``train`` and ``predict`` are generated from the settings schema
 (:mod:`napari_unetseg.core.config`): defaults, then ``--config CFG.json``, then flags.
@@ -26,6 +27,7 @@ from .cli_commands import (
     add_setting_flags,
     cmd_demo,
     cmd_evaluate,
+    cmd_export_bioimageio,
     cmd_export_dataset,
     cmd_predict,
     cmd_sparsify,
@@ -199,6 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--prefix", default="case", help="case identifiers: PREFIX_000, ...")
     common(x)
     x.set_defaults(func=cmd_export_dataset)
+
+    w = sub.add_parser(
+        "export-bioimageio", help="write a trained model as a bioimage.io model package (.zip)"
+    )
+    w.add_argument("--model", required=True, help="the trained model (.safetensors)")
+    w.add_argument("--out", required=True, help="package to write (e.g. model.zip)")
+    w.add_argument(
+        "--test-image", action="append", help="image for the test input; repeat for channels"
+    )
+    w.add_argument("--name", help="model name (default: napari-unetseg <task> U-Net)")
+    w.add_argument("--author", action="append", help="author name; repeat for several")
+    common(w)
+    w.set_defaults(func=cmd_export_bioimageio)
     return p
 
 

@@ -349,3 +349,22 @@ def cmd_demo(args) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
     )
+
+
+def cmd_export_bioimageio(args) -> int:
+    from .core.bioimageio import export_bioimageio
+    from .core.io import read_channels
+    from .core.outputs import check_outputs
+
+    check_outputs([args.out], [args.model, *(args.test_image or [])], overwrite=args.overwrite)
+    test_image = read_channels(args.test_image)[0] if args.test_image else None
+    path = export_bioimageio(
+        args.model,
+        args.out,
+        test_image=test_image,
+        name=args.name,
+        authors=args.author or ("napari-unetseg user",),
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {path} (bioimage.io model package; check it with: bioimageio test {path})")
+    return 0

@@ -9,65 +9,8 @@ from napari_unetseg.core.io import VolumeIOError, read_dicom, read_volume, write
 from napari_unetseg.core.io.sitk import itk_to_affine
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
-
-# Oblique slice orientation: row and column directions (orthonormal), in LPS.
-_A = 0.35
-ROW = np.array([np.cos(_A), np.sin(_A), 0.0])
-COL = np.array([-np.sin(_A) * np.cos(0.2), np.cos(_A) * np.cos(0.2), np.sin(0.2)])
-NORMAL = np.cross(ROW, COL)
-ORIGIN = np.array([-80.5, 20.25, -33.0])
-DY, DX, STEP = 0.8, 0.6, 2.5
-
-
-def _series(folder, n=6, desc="CT axial", uid=None, shear=0.0, skip=(), seed=0):
-    """Write n slices (rows 8, columns 10) with shuffled file names and instance numbers.
-
-    Returns the stored raw values (n, 8, 10) in position order and the series UID.
-    """
-    folder.mkdir(exist_ok=True)
-    rng = np.random.default_rng(seed)
-    raw = rng.integers(0, 2500, size=(n, 8, 10)).astype(np.int16)
-    uid = uid or generate_uid()
-    study = generate_uid()
-    names = rng.permutation(n)
-    instances = rng.permutation(n) + 1
-    for z in range(n):
-        if z in skip:
-            continue
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = uid
-        ds.PatientID = "phantom"
-        ds.PatientName = "Phantom"
-        ds.Modality = "CT"
-        ds.SeriesDescription = desc
-        ds.InstanceNumber = int(instances[z])
-        position = ORIGIN + z * STEP * NORMAL + z * shear * ROW
-        ds.ImagePositionPatient = [float(v) for v in position]
-        ds.ImageOrientationPatient = [float(v) for v in (*ROW, *COL)]
-        ds.PixelSpacing = [DY, DX]
-        ds.SliceThickness = STEP
-        ds.Rows, ds.Columns = raw.shape[1:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleSlope = 1
-        ds.RescaleIntercept = -1024
-        ds.PixelData = raw[z].tobytes()
-        ds.save_as(folder / f"s{seed}_{names[z]:03d}.dcm", enforce_file_format=True)
-    return raw, uid
+from dicom_testing import DX, DY, STEP  # noqa: E402
+from dicom_testing import make_series as _series  # noqa: E402
 
 
 def test_oblique_series_sorted_by_position_matches_simpleitk(tmp_path):
@@ -156,3 +99,29 @@ def test_pydicom_ct_sample_is_in_hounsfield_units(tmp_path):
     assert -1100 <= image.min() < 0 < image.max() <= 4000
     assert meta.spacing[1:] == pytest.approx([float(v) for v in ds.PixelSpacing])
     assert meta.source_format == "dicom"
+
+
+def test_series_chosen_by_description_and_listed(tmp_path):
+    from napari_unetseg.core.io import list_dicom_series
+    from napari_unetseg.core.io.dicom import has_dicom_files
+
+    folder = tmp_path / "mixed"
+    _, uid_a = _series(folder, n=4, desc="CT soft tissue", seed=1)
+    raw_b, uid_b = _series(folder, n=5, desc="CT bone", seed=2)
+    listed = {s["description"]: s for s in list_dicom_series(folder)}
+    assert listed["CT bone"]["series_uid"] == uid_b
+    assert listed["CT soft tissue"]["files"] == 4
+    image, _ = read_dicom(folder, series="CT bone")
+    assert np.array_equal(image[0], raw_b - 1024.0)
+    assert read_dicom(folder, series=uid_a)[1].extra["series_description"] == "CT soft tissue"
+    with pytest.raises(VolumeIOError, match=r"no DICOM series CT lung; it holds 'CT soft"):
+        read_dicom(folder, series="CT lung")
+    # Two series with one description: the UID is needed.
+    _series(folder, n=3, desc="CT bone", seed=3)
+    with pytest.raises(VolumeIOError, match=r"2 DICOM series described 'CT bone'"):
+        read_dicom(folder, series="CT bone")
+    assert has_dicom_files(folder)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("x")
+    assert not has_dicom_files(tmp_path / "empty")
+    assert list_dicom_series(tmp_path / "empty") == []

@@ -181,3 +181,24 @@ def test_missing_simpleitk_is_explained(tmp_path, monkeypatch):
     with pytest.raises(VolumeIOError, match=r"writing \.mha needs SimpleITK"):
         write_labels(np.zeros((2, 2, 2), np.uint8), meta_from_array((2, 2, 2)), tmp_path / "m.mha")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nrrd"]
+
+
+def test_metaimage_unknown_pixel_type_refused_rgb_as_channels(tmp_path):
+    # MetaImage has no complex type (SimpleITK stores complex as 2 float components, read
+    # back as 2 channels); an element type it does not know is refused in one line.
+    odd = tmp_path / "odd.mha"
+    odd.write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_FANCY\n"
+        "ElementDataFile = LOCAL\n" + "\0" * 8
+    )
+    before = odd.read_bytes()
+    with pytest.raises(VolumeIOError) as info:
+        read_volume(odd)
+    assert str(info.value).startswith(f"cannot read {odd}: the file is damaged")
+    assert "Unknown PixelType" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert odd.read_bytes() == before  # nothing touched
+    rgb = sitk.GetImageFromArray(np.zeros((3, 4, 5, 3), np.uint8), isVector=True)
+    image, meta = read_volume(_write(rgb, tmp_path / "rgb.mha"))
+    assert image.shape == (3, 3, 4, 5)
+    assert meta.channel_names == ["channel 0", "channel 1", "channel 2"]

@@ -1,9 +1,16 @@
-"""napari reader: NIfTI (.nii, .nii.gz) and TIFF (.tif, .tiff) volumes with their geometry.
+"""napari reader: NIfTI (.nii, .nii.gz), TIFF (.tif, .tiff), NRRD (.nrrd, .nhdr), MetaImage
+(.mha, .mhd) volumes and DICOM series (a folder, or a .dcm file) with their geometry.
+
+A folder (or the folder of a .dcm file) holding several DICOM series opens as one layer per
+series, named by its SeriesDescription; a series that cannot be read as one volume is
+skipped with a warning naming it and the reason (the others still open). A folder without
+DICOM files is declined (``get_reader`` returns None).
 
 Each image channel becomes one image layer (named "<stem> [<channel>]" when the file has
-several). Scans with an anatomical geometry (NIfTI) are shown as radiologists expect:
-millimetres, named axes, anterior up and patient right on the left of an axial slice
-(:mod:`napari_unetseg.core.orientation`; the array keeps the file's voxel order); other
+several). Scans with an anatomical geometry (NIfTI, NRRD, MetaImage, DICOM) are shown as
+radiologists expect: millimetres, named axes, anterior up and patient right on the left of
+an axial slice (:mod:`napari_unetseg.core.orientation`; the array keeps the file's voxel
+order); other
 files get ``scale`` = voxel spacing in (z, y, x) order. Integer single-channel volumes
 that look like masks (a file name containing mask/label/seg/annot/truth, or only a few
 distinct non-negative values) open as labels layers. Every layer's ``metadata`` holds the
@@ -25,7 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.io import SUPPORTED_SUFFIXES, VolumeIOError, VolumeMeta, file_stem, read_volume
+from ..core.io import (
+    DICOM_SUFFIXES,
+    SUPPORTED_SUFFIXES,
+    VolumeIOError,
+    VolumeMeta,
+    file_stem,
+    read_volume,
+)
 from ..core.orientation import display_frame
 
 META_KEY = "unetseg_meta"
@@ -62,17 +76,20 @@ def prefer_this_reader() -> list[str]:
 def _handled(path) -> bool:
     if not isinstance(path, (str, Path)):
         return False
+    if Path(path).is_dir():
+        from ..core.io.dicom import has_dicom_files
+
+        return has_dicom_files(path)
     name = str(path).lower()
-    return name.endswith(SUPPORTED_SUFFIXES)
+    return name.endswith(SUPPORTED_SUFFIXES + DICOM_SUFFIXES)
 
 
 def get_reader(path):
-    """Return a reader function for NIfTI/TIFF paths (a path or a list of paths), else None."""
+    """Return a reader function for a path or a list of paths this plugin reads (volume
+    files, .dcm files, folders holding DICOM files), else None."""
     try:
         paths = path if isinstance(path, (list, tuple)) else [path]
         if not paths or not all(_handled(p) for p in paths):
-            return None
-        if any(Path(p).is_dir() for p in paths):
             return None
     except Exception:
         return None
@@ -122,8 +139,35 @@ def split_rgb(image: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str
     return channels, [str(f) for f in fields]
 
 
-def _layers_for(path: Path) -> list[tuple]:
-    image, meta = read_volume(path)
+def _dicom_layers(path: Path) -> list[tuple]:
+    """Layers of a DICOM folder / file: one series, or one layer per series of a folder."""
+    import warnings
+
+    from ..core.io import list_dicom_series, read_dicom
+
+    series = list_dicom_series(path) if path.is_dir() else []
+    if len(series) <= 1:
+        return _layers_for(path, read_dicom(path), path.name)
+    layers: list[tuple] = []
+    errors = []
+    for item in series:
+        label = item["description"] or item["series_uid"]
+        try:
+            loaded = read_dicom(path, series_uid=item["series_uid"])
+        except VolumeIOError as exc:
+            errors.append(exc)
+            warnings.warn(f"series '{label}' of {path} not opened: {exc}", stacklevel=2)
+            continue
+        layers.extend(_layers_for(path, loaded, f"{path.name} [{label}]"))
+    if not layers:
+        raise errors[0]
+    return layers
+
+
+def _layers_for(path: Path, loaded=None, stem: str | None = None) -> list[tuple]:
+    if loaded is None and (path.is_dir() or path.name.lower().endswith(DICOM_SUFFIXES)):
+        return _dicom_layers(path)
+    image, meta = loaded if loaded is not None else read_volume(path)
     for note in meta.extra.get("notes", []):
         from napari.utils.notifications import show_info
 
@@ -131,7 +175,7 @@ def _layers_for(path: Path) -> list[tuple]:
     image, rgb_names = split_rgb(image, list(meta.channel_names or []))
     if rgb_names != list(meta.channel_names or []):
         meta = dataclasses.replace(meta, channel_names=rgb_names)
-    stem = file_stem(path)
+    stem = stem or file_stem(path)
     geometry = display_kwargs(meta)
     base_meta = {META_KEY: meta, SOURCE_KEY: str(path)}
     if image.shape[0] == 1 and looks_like_mask(image[0], path.name):

@@ -1,4 +1,6 @@
-"""napari writer: labels layers to NIfTI in the geometry of the image they belong to.
+"""napari writer: labels layers in the geometry of the image they belong to, as NIfTI
+(.nii.gz, .nii), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or, for an image read from a
+DICOM series, a DICOM SEG (.dcm) that references that series.
 
 The geometry (affine, header, spacing) is found by ``meta_for_layer``: the layer's own
 ``metadata["unetseg_meta"]``, else an image layer of the current viewer with the same
@@ -12,9 +14,35 @@ from typing import Any
 
 import numpy as np
 
-from ..core.io import NIFTI_SUFFIXES, VolumeMeta, meta_from_array
+from ..core.io import (
+    DICOM_SUFFIXES,
+    METAIMAGE_SUFFIXES,
+    NIFTI_SUFFIXES,
+    NRRD_SUFFIXES,
+    VolumeMeta,
+    meta_from_array,
+)
 from ..core.io import write_labels as _write
 from .reader import layer_meta
+
+#: Suffixes the writer keeps; any other name gets ".nii.gz" appended.
+WRITER_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES + METAIMAGE_SUFFIXES + DICOM_SUFFIXES
+# Layer metadata keys of the dock widgets (napari_unetseg._napari.widgets._common; not
+# imported here so that saving never needs Qt).
+_CLASSES_KEY = "unetseg_class_names"
+_ROLE_KEY = "unetseg_role"
+
+
+def segment_names(metadata) -> list[str] | None:
+    """Names for label values 1, 2, ... of a layer (for a DICOM SEG's segment labels):
+    its foreground class names, after "background" for an annotation layer (where value 1
+    is background); None when the layer has none."""
+    metadata = metadata if isinstance(metadata, dict) else {}
+    names = metadata.get(_CLASSES_KEY)
+    if not names:
+        return None
+    names = [str(n) for n in names]
+    return ["background", *names] if metadata.get(_ROLE_KEY) == "annotation" else names
 
 
 def meta_for_layer(layer_or_attributes: Any, viewer=None, shape=None) -> VolumeMeta:
@@ -62,14 +90,16 @@ def meta_for_layer(layer_or_attributes: Any, viewer=None, shape=None) -> VolumeM
 def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
     """npe2 single-layer writer for labels: ``data`` (Z, Y, X) or (Y, X) integer.
 
-    Writes NIfTI (.nii.gz when the name has no NIfTI extension) with the geometry of the
-    layer's own metadata["unetseg_meta"] (a mask of another shape is refused with
-    VolumeIOError), else the geometry meta_for_layer finds in the current viewer.
+    Writes NIfTI, NRRD, MetaImage or DICOM SEG by the name's suffix (.nii.gz appended to
+    a name without one of WRITER_SUFFIXES) with the geometry of the layer's own
+    metadata["unetseg_meta"] (a mask of another shape is refused with VolumeIOError), else
+    the geometry meta_for_layer finds in the current viewer. A DICOM SEG needs an image
+    read from a DICOM series; its segments are named by :func:`segment_names`.
     Returns the list of written paths.
     """
     labels = np.asarray(data)
     target = Path(path)
-    if not target.name.lower().endswith(NIFTI_SUFFIXES):
+    if not target.name.lower().endswith(WRITER_SUFFIXES):
         target = target.with_name(target.name + ".nii.gz")
     own = layer_meta(attributes.get("metadata"))
     if own is not None:
@@ -80,5 +110,6 @@ def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
         import napari
 
         meta = meta_for_layer(attributes, viewer=napari.current_viewer(), shape=labels.shape)
-    written = _write(labels, meta, target, overwrite=True)
+    names = segment_names(attributes.get("metadata"))
+    written = _write(labels, meta, target, overwrite=True, class_names=names)
     return [str(written)]

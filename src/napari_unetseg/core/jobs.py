@@ -178,7 +178,7 @@ def predict_to_files(
     from .checkpoint import load_checkpoint
     from .events import Info
     from .inference import predict
-    from .io import read_channels, write_image, write_labels
+    from .io import check_labels_target, read_channels, write_image, write_labels
 
     outs = [out, probabilities, boundaries, instances, uncertainty]
     check_outputs(outs, [model, *images], overwrite=overwrite)
@@ -191,6 +191,7 @@ def predict_to_files(
             f"boundaries and instances need a model trained for instances; {model} is {ckpt.task}"
         )
     image, meta = read_channels(images)
+    check_labels_target(out, meta)
     image, match = order_channels(image, ckpt.channel_names, meta.channel_names)
     notes = [Info(str(n)) for n in meta.extra.get("notes", [])]
     if match.message:
@@ -204,7 +205,8 @@ def predict_to_files(
         "predicting",
         quiet,
     ).result
-    written = [write_labels(pred.labels, meta, out, overwrite=overwrite)]
+    names = ckpt.class_names
+    written = [write_labels(pred.labels, meta, out, overwrite=overwrite, class_names=names)]
     if probabilities is not None:
         written.append(write_image(pred.probabilities, meta, probabilities, overwrite=overwrite))
     if boundaries is not None:

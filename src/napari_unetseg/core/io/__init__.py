@@ -2,7 +2,8 @@
 
 Formats: NIfTI (.nii, .nii.gz) via nibabel, TIFF (.tif, .tiff) via tifffile, and, when
 SimpleITK is installed, NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd); with pydicom,
-DICOM series are read (not written).
+DICOM series are read, and with highdicom labels for a DICOM image are written as a DICOM
+SEG (``write_labels(..., "seg.dcm")`` or :func:`write_dicom_seg`).
 
 Arrays are numpy in (C, Z, Y, X) order for images (C = 1 for single-channel data) and
 (Z, Y, X) for labels; 2D data is (C, Y, X) / (Y, X). ``VolumeMeta`` carries everything
@@ -14,8 +15,8 @@ Every write goes through :func:`atomic_write` (temporary file beside the target,
 ``os.replace``): a failed or interrupted write never leaves half a file.
 
 Modules: ``meta`` (VolumeMeta, errors), ``atomic`` (the write helper), ``nifti``, ``tiff``,
-``sitk`` (NRRD/MetaImage), ``dicom`` (series), ``channels`` (several files as the channels
-of one image).
+``sitk`` (NRRD/MetaImage), ``dicom`` (series), ``dicom_seg`` (DICOM SEG), ``channels``
+(several files as the channels of one image).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from .atomic import (
     write_bytes_atomic,
     write_text_atomic,
 )
-from .dicom import DICOM_SUFFIXES, read_dicom
+from .dicom import DICOM_SUFFIXES, list_dicom_series, read_dicom
+from .dicom_seg import read_dicom_seg, write_dicom_seg
 from .meta import (
     VolumeIOError,
     VolumeMeta,
@@ -64,15 +66,19 @@ __all__ = [
     "VolumeMeta",
     "WriteError",
     "atomic_write",
+    "check_labels_target",
     "default_affine",
     "file_stem",
     "is_zarr_path",
+    "list_dicom_series",
     "meta_from_array",
     "read_channels",
     "read_dicom",
+    "read_dicom_seg",
     "read_labels",
     "read_volume",
     "write_bytes_atomic",
+    "write_dicom_seg",
     "write_image",
     "write_labels",
     "write_text_atomic",
@@ -204,8 +210,23 @@ def _write(path: str | Path, data: np.ndarray, meta: VolumeMeta, channels: bool,
     return atomic_write(path, write, overwrite=overwrite)
 
 
+def check_labels_target(path: str | Path, meta: VolumeMeta) -> None:
+    """Refuse, before any work, a labels path that cannot be written for this image: a
+    DICOM SEG (.dcm) for an image not read from DICOM, or without highdicom installed."""
+    if str(path).lower().endswith(DICOM_SUFFIXES):
+        from .dicom_seg import check_seg_target
+
+        check_seg_target(meta)
+    else:
+        _suffix(Path(path))
+
+
 def write_labels(
-    labels: np.ndarray, meta: VolumeMeta, path: str | Path, overwrite: bool = True
+    labels: np.ndarray,
+    meta: VolumeMeta,
+    path: str | Path,
+    overwrite: bool = True,
+    class_names=None,
 ) -> Path:
     """Write integer labels (Z, Y, X) or (Y, X) with the source geometry.
 
@@ -213,10 +234,15 @@ def write_labels(
     shape, and voxel (i, j, k) holds labels[k, j, i]. NRRD/MetaImage: the source's ITK
     origin, spacing and direction (or those of meta.affine), compressed. Data without a
     source file gets a diagonal affine from meta.spacing. TIFF (.tif, .tiff): ImageJ-style
-    with the spacing. The smallest integer dtype that holds the values is used. The write is
-    atomic (see :func:`atomic_write`). Returns the path written.
+    with the spacing. DICOM (.dcm): a DICOM SEG referencing the series the image was read
+    from (meta.source_format "dicom"), value k named ``class_names[k - 1]`` (see
+    :func:`write_dicom_seg`). The smallest integer dtype that holds the values is used. The
+    write is atomic (see :func:`atomic_write`). Returns the path written.
     """
     labels = np.asarray(labels)
+    if str(path).lower().endswith(DICOM_SUFFIXES):
+        _check_spatial(labels.shape, meta, "mask")
+        return write_dicom_seg(labels, None, path, class_names, meta=meta, overwrite=overwrite)
     if labels.ndim != meta.ndim:
         raise VolumeIOError(
             f"labels have {labels.ndim} axes {labels.shape} but the geometry has "

@@ -1,6 +1,8 @@
 """DICOM series (one 3D volume from a folder of slices) via pydicom.
 
-``read_dicom(path, series_uid=None)`` accepts a folder or any file of the series. Slices
+``read_dicom(path, series_uid=None, series=None)`` accepts a folder or any file of the series;
+a folder holding several series needs ``series`` (a SeriesDescription or a
+SeriesInstanceUID; :func:`list_dicom_series` lists them). Slices
 are ordered by their position along the slice normal (ImagePositionPatient projected on
 the cross product of the ImageOrientationPatient row and column directions), never by
 file name or instance number. RescaleSlope/RescaleIntercept are applied (CT in Hounsfield
@@ -56,10 +58,21 @@ def _headers(files: list[Path]) -> list[tuple[Path, Dataset]]:
     return out
 
 
-def _pick_series(path: Path, headers, series_uid: str | None):
+def _pick_series(path: Path, headers, series_uid: str | None, series: str | None = None):
     groups: dict[str, list] = defaultdict(list)
     for f, ds in headers:
         groups[str(ds.SeriesInstanceUID)].append((f, ds))
+    if series_uid is None and series is not None:
+        if series in groups:
+            series_uid = series
+        else:
+            found = [uid for uid, items in groups.items() if _description(items) == series]
+            if len(found) > 1:
+                raise VolumeIOError(
+                    f"{path} holds {len(found)} DICOM series described '{series}'; pick one "
+                    f"by its SeriesInstanceUID: {_listing({u: groups[u] for u in found})}."
+                )
+            series_uid = found[0] if found else series
     if series_uid is not None:
         if series_uid not in groups:
             raise VolumeIOError(
@@ -68,17 +81,21 @@ def _pick_series(path: Path, headers, series_uid: str | None):
         return series_uid, groups[series_uid]
     if len(groups) > 1:
         raise VolumeIOError(
-            f"{path} holds {len(groups)} DICOM series: {_listing(groups)}; pass the one to "
-            "read as series_uid, or give the path of one file of that series."
+            f"{path} holds {len(groups)} DICOM series: {_listing(groups)}; choose one with "
+            "series= (its description or series_uid), or give the path of one file of it."
         )
     uid = next(iter(groups))
     return uid, groups[uid]
 
 
+def _description(items) -> str:
+    return str(items[0][1].get("SeriesDescription", "") or "")
+
+
 def _listing(groups) -> str:
     parts = []
     for uid, items in groups.items():
-        desc = str(items[0][1].get("SeriesDescription", "") or "no description")
+        desc = _description(items) or "no description"
         parts.append(f"'{desc}' {uid} ({len(items)} files)")
     return ", ".join(parts)
 
@@ -157,14 +174,8 @@ def _pixels(f: Path) -> np.ndarray:
     return arr
 
 
-def read_dicom(path: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, VolumeMeta]:
-    """Read a DICOM series as image (1, Z, Y, X) and its meta (RAS affine, spacing (z, y, x)).
-
-    path: a folder holding the series, or any file of it (then the other files of its
-    folder with the same SeriesInstanceUID are read). series_uid picks one series of a
-    folder holding several. Rescaled data (CT) are float32; others keep their dtype.
-    """
-    path = Path(path)
+def _series_items(path: Path, series_uid: str | None, series: str | None):
+    """(uid, [(file, header)] sorted along the slice normal, LPS affine, step)."""
     if not path.exists():
         raise VolumeIOError(f"{path}: file not found; check the path.")
     folder = path if path.is_dir() else path.parent
@@ -178,8 +189,75 @@ def read_dicom(path: str | Path, series_uid: str | None = None) -> tuple[np.ndar
         raise VolumeIOError(
             f"{path} holds no DICOM image files; give a folder of DICOM slices or an image file."
         )
-    uid, items = _pick_series(path, headers, series_uid)
+    uid, items = _pick_series(path, headers, series_uid, series)
     items, lps, step = _geometry(path, items)
+    return uid, items, lps, step
+
+
+def list_dicom_series(path: str | Path) -> list[dict]:
+    """The DICOM series in a folder (or the folder of a file), in folder order:
+    [{"series_uid", "description", "modality", "files"}]. Empty when it holds none."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not folder.is_dir():
+        raise VolumeIOError(f"{path}: folder not found; check the path.")
+    groups: dict[str, list] = defaultdict(list)
+    for f, ds in _headers(sorted(folder.iterdir())):
+        groups[str(ds.SeriesInstanceUID)].append((f, ds))
+    return [
+        {
+            "series_uid": uid,
+            "description": _description(items),
+            "modality": str(items[0][1].get("Modality", "") or ""),
+            "files": len(items),
+        }
+        for uid, items in groups.items()
+    ]
+
+
+def has_dicom_files(folder: str | Path, limit: int = 64) -> bool:
+    """Cheap test whether a folder holds DICOM files: a ``.dcm`` name or the 'DICM' marker
+    at byte 128 among its first ``limit`` files. Never raises."""
+    try:
+        checked = 0
+        for f in sorted(Path(folder).iterdir()):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            if f.name.lower().endswith(DICOM_SUFFIXES):
+                return True
+            with open(f, "rb") as fh:
+                if fh.read(132)[128:] == b"DICM":
+                    return True
+            checked += 1
+            if checked >= limit:
+                break
+    except OSError:
+        return False
+    return False
+
+
+def series_datasets(
+    path: str | Path, series_uid: str | None = None, series: str | None = None
+) -> list[Dataset]:
+    """The headers (no pixel data) of one series, in the slice order of :func:`read_dicom`:
+    dataset i belongs to image[:, i]. Arguments as for read_dicom."""
+    _, items, _, _ = _series_items(Path(path), series_uid, series)
+    return [ds for _, ds in items]
+
+
+def read_dicom(
+    path: str | Path, series_uid: str | None = None, series: str | None = None
+) -> tuple[np.ndarray, VolumeMeta]:
+    """Read a DICOM series as image (1, Z, Y, X) and its meta (RAS affine, spacing (z, y, x)).
+
+    path: a folder holding the series, or any file of it (then the other files of its
+    folder with the same SeriesInstanceUID are read). A folder holding several series
+    needs a choice: ``series`` is a SeriesDescription or a SeriesInstanceUID, ``series_uid``
+    a SeriesInstanceUID. Rescaled data (CT) are float32; others keep their dtype.
+    ``meta.extra`` holds series_uid, series_description, modality and files.
+    """
+    path = Path(path)
+    uid, items, lps, step = _series_items(path, series_uid, series)
     slices = [_pixels(f) for f, _ in items]
     shapes = {s.shape for s in slices}
     if len(shapes) > 1:
