@@ -5,7 +5,11 @@ all threads, and in ``--ranks`` processes joined in a gloo group (torch.multipro
 a free local port) with the threads shared out (:func:`napari_unetseg.core.ddp.threads_for_rank`),
 each rank drawing its share of the batch; gradients are averaged across the ranks. The
 time of the steps after ``--warmup`` steps is taken on rank 0 (the ranks step together).
-Repeats are interleaved (1 process, N processes, 1, N, ...); medians are reported.
+A third variant, one process with one thread, shows what a single thread does on the same
+machine at the same time: on a machine shared with other work, threads of one process
+that wait for each other at every operation can lose more than a second process does.
+Repeats are interleaved (1 process, 1 process 1 thread, N processes, ...); medians are
+reported.
 
 Usage::
 
@@ -69,6 +73,7 @@ def _rank(r: int, world: int, port: int, args: dict, out: str) -> None:
     image, semantic, _ = make_sample(shape=(48, 96, 96), seed=0)
     total = args["warmup"] + args["steps"]
     cfg = Config.from_dict(_settings(total, args["batch"]))
+    cfg.train.threads = args.get("threads")
     with ddp.session():
         trainer = Trainer(image[None], sparsify(semantic, 0.3, seed=0), cfg)
         times = [e.seconds for e in trainer.run() if isinstance(e, Step)]
@@ -109,11 +114,13 @@ def run(args) -> dict[str, Any]:
     runs = _common.interleave(
         {
             "1 process": lambda: _measure(1, cfg),
+            "1 process, 1 thread": lambda: _measure(1, cfg | {"threads": 1}),
             f"{args.ranks} processes": lambda: _measure(args.ranks, cfg),
         },
         1 if args.smoke else args.repeats,
     )
     one = _common.median([r["steps_per_second"] for r in runs["1 process"]])
+    single = _common.median([r["steps_per_second"] for r in runs["1 process, 1 thread"]])
     many = _common.median([r["steps_per_second"] for r in runs[f"{args.ranks} processes"]])
     return {
         "benchmark": "ddp",
@@ -126,6 +133,7 @@ def run(args) -> dict[str, Any]:
         "runs": runs,
         "steps_per_second_1": one,
         "steps_per_second_n": many,
+        "steps_per_second_1_thread": single,
         "ratio": many / one,
         "load_average": os.getloadavg(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -137,7 +145,8 @@ def print_table(data: dict) -> None:
     n = data["ranks"]
     print(
         f"batch {data['batch_size']} patches of {data['model']['patch_size']}: 1 process "
-        f"{data['steps_per_second_1']:.2f} steps/s, {n} gloo processes "
+        f"{data['steps_per_second_1']:.2f} steps/s (1 thread: "
+        f"{data['steps_per_second_1_thread']:.2f}), {n} gloo processes "
         f"{data['steps_per_second_n']:.2f} steps/s, ratio {data['ratio']:.2f}x "
         f"(load average at the end {data['load_average'][0]:.1f})"
     )
