@@ -104,7 +104,8 @@ def cmd_train(args) -> int:
         path, message = train_to_file(images=args.image, labels=args.labels, **common)
     else:
         raise ValueError("give --image and --labels (one scan), or --dataset DIR (many)")
-    print(message)
+    if message:  # empty on the ranks other than 0 under torchrun
+        print(message)
     return 0 if path is not None else EXIT_INTERRUPTED
 
 

@@ -7,6 +7,8 @@ The command line is a thin parser over these functions; a script can call them t
 * A training run interrupted before its first step never replaces an existing model.
 * A model whose own path fails at the end (disk full, folder gone) is saved to a
   fallback path, and the message says where.
+* Under torchrun (:mod:`.ddp`) the ranks train together; rank 0 alone reports progress
+  and saves the model, the other ranks return an empty message.
 """
 
 from __future__ import annotations
@@ -127,9 +129,21 @@ def train_dataset_to_file(
 
 
 def _train_and_save(cases, config, resume, out, overwrite, quiet) -> tuple[Path | None, str]:
+    from . import ddp
+
+    with ddp.session():
+        path, message = _train_and_save_rank(cases, config, resume, out, overwrite, quiet)
+        ddp.barrier()  # the other ranks end when rank 0 has saved
+    return path, message
+
+
+def _train_and_save_rank(cases, config, resume, out, overwrite, quiet):
+    from . import ddp
     from .events import CancelToken, run_to_completion
     from .training import Trainer
 
+    main = ddp.is_main()
+    quiet = quiet or not main
     cancel = CancelToken()
     trainer = Trainer(cases=cases, config=config, resume=resume, cancel=cancel)
     start = trainer.iteration
@@ -140,12 +154,14 @@ def _train_and_save(cases, config, resume, out, overwrite, quiet) -> tuple[Path 
     except KeyboardInterrupt:
         cancel.cancel()
         progress.close()
-        if trainer.iteration == start:
-            return None, "interrupted before the first step: nothing was saved"
+        if trainer.iteration == start or not main:
+            return None, "" if not main else "interrupted before the first step: nothing was saved"
         path, msg = save_model(trainer.checkpoint(), out, overwrite=overwrite)
         return path, f"interrupted after {trainer.iteration} iterations: {msg}"
     finally:
         progress.close()
+    if not main:
+        return Path(out), ""
     path, msg = save_model(done.result, out, overwrite=overwrite)
     return path, f"{msg} after {time.perf_counter() - t0:.1f} s"
 

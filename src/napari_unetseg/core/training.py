@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ddp
 from .cases import Case, as_cases
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import Config, ConfigError, InferConfig
@@ -161,17 +162,21 @@ class Trainer(Monitoring, Optimisation):
             self._val_items = [prepare_validation(validation, cfg, self.task, self.normalizer)]
             val_text = "validation on the given densely labelled volume"
         seed = int(cfg.train.seed)
+        # under torchrun: the same plan on every rank, a patch per rank at least
+        ddp.check_same((*self.patch_size, cfg.train.batch_size), "patch size and batch size")
+        ddp.check_batch(cfg.train.batch_size)
         self.sampler = DatasetSampler(
             [img for img, _ in self.data.train],
             [tgt for _, tgt in self.data.train],
             self.patch_size,
             foreground_fraction=cfg.data.foreground_fraction,
             augment=cfg.data.augment,
-            seed=seed,
+            seed=ddp.rank_seed(seed),  # each rank its own patches
             slice_axis=self.slice_axis,
         )
         self.image = self.data.train[0][0]  # the case previews show
-        self._val_crops = self._validation_crops(seed) if self._val_items else []
+        validates = self._val_items and ddp.is_main()  # rank 0 alone validates
+        self._val_crops = self._validation_crops(seed) if validates else []
 
         # ---- model, optimizer, loss
         self._build_network(resume, setup.net_dims)
@@ -198,6 +203,10 @@ class Trainer(Monitoring, Optimisation):
             ),
             *setup.notes,
         ]
+        if ddp.active():
+            self.info.append(
+                Info(f"{ddp.describe()}, {cfg.train.batch_size} patches per step in all")
+            )
         if resume is not None:
             self.info.append(Info(f"continuing from iteration {self.iteration}"))
         if cfg.train.compile:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import torch
 
+from . import ddp
 from .cases import Case
 from .config import Config
 from .events import Info
@@ -197,8 +198,9 @@ def setup_run(
             [c.image for c in used], [c.annotation for c in used], cfg.data
         )
     device, device_text = select_device(cfg.train.device)
+    device = ddp.device_for_rank(device)  # cuda:LOCAL_RANK under torchrun
     if device.type == "cpu":
-        configure_threads(cfg.train.threads)
+        configure_threads(ddp.threads_for_rank(cfg.train.threads))
         device_text = f"CPU ({torch.get_num_threads()} threads)"
     amp_dtype = autocast_dtype(device, cfg.train.precision)
     # cases without a spacing count as isotropic 1 when the others are resampled

@@ -4,7 +4,9 @@ A step draws a batch of patches (images ``(B, C, *patch)`` float32, targets
 ``(B, *patch)`` with ``IGNORE_INDEX`` on unannotated voxels), runs the network under
 autocast, and updates the weights with AdamW; a step whose loss or gradient is not
 finite is skipped (:class:`~.recovery.StepGuard`). On the CPU the 3D network runs in
-``channels_last_3d`` memory layout; on CUDA float16 runs with loss scaling.
+``channels_last_3d`` memory layout; on CUDA float16 runs with loss scaling. Under torchrun
+(:mod:`.ddp`) each rank draws its share of the batch and the network trains through
+DistributedDataParallel; ``self.model`` stays the plain module (what is saved).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import ddp
 from .annotations import IGNORE_INDEX
 from .checkpoint import Checkpoint
 from .config import Config
@@ -74,14 +77,16 @@ class Optimisation:
         if self.channels_last:
             # torch's stubs lack the memory_format keyword of Module.to
             self.model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
-        # the network as the training step calls it: compiled on request (validation and
-        # previews keep the eager module, which shares the weights)
-        self._step_model = self.model
+        # the network as the training step calls it: in DistributedDataParallel under
+        # torchrun, compiled on request (validation and previews keep the eager module,
+        # which shares the weights)
+        self._eager_step = ddp.wrap(self.model, self.device)
+        self._step_model = self._eager_step
         self._compile_pending = False
         self._notes: list[Info] = []
         if cfg.train.compile:
             try:
-                self._step_model = torch.compile(self.model)
+                self._step_model = torch.compile(self._eager_step)
                 self._compile_pending = True
             except Exception as e:  # e.g. a Python version torch.compile does not support
                 self._notes.append(_compile_failed(e))
@@ -156,17 +161,18 @@ class Optimisation:
         try:
             logits = self._step_model(x)
         except Exception as e:  # torch.compile's errors have no common base class
-            self._step_model = self.model
+            self._step_model = self._eager_step
             self._notes.append(_compile_failed(e))
-            logits = self.model(x)
+            logits = self._eager_step(x)
         self._compile_pending = False
         return logits
 
     def _train_step(self) -> tuple[float, int]:
-        """One optimisation step; returns (loss, annotated voxels in the batch)."""
+        """One optimisation step; returns (loss, annotated voxels in the batch), over all
+        ranks under torchrun."""
         if self.sampler is None:
             raise RuntimeError("the Trainer is closed; make a new one to train")
-        x_np, y_np = self.sampler.sample(self.config.train.batch_size)
+        x_np, y_np = self.sampler.sample(ddp.local_batch(self.config.train.batch_size))
         x = self._to_device(x_np)
         y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
         self.model.train()
@@ -174,20 +180,24 @@ class Optimisation:
             logits = self._compiled_forward(x)
         loss = self.loss_fn(logits.float(), y)
         annotated = int((y_np != IGNORE_INDEX).sum())
+        value, finite = float(loss.detach()), self.guard.finite(loss)
+        if ddp.active():  # every rank skips, or none: a lone skip would stall the others
+            total, annotated_all, bad = ddp.sum_stats([value, annotated, 0 if finite else 1])
+            value, annotated, finite = total / ddp.world_size(), int(annotated_all), bad == 0
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:  # float16 on CUDA: the scaler skips bad steps itself
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            return float(loss.detach()), annotated
-        if not self.guard.finite(loss):
+            return value, annotated
+        if not finite:
             self.amp_dtype = self.guard.bad(self.iteration + 1, "loss")
-            return float(loss.detach()), annotated
+            return value, annotated
         loss.backward()
         if not self.guard.finite(gradient_norm(self.model.parameters())):
             self.optimizer.zero_grad(set_to_none=True)
             self.amp_dtype = self.guard.bad(self.iteration + 1, "gradient")
-            return float(loss.detach()), annotated
+            return value, annotated
         self.guard.ok()
         self.optimizer.step()
-        return float(loss.detach()), annotated
+        return value, annotated
