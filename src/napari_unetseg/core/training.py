@@ -293,8 +293,8 @@ class Trainer(Monitoring, Optimisation):
     def _calibrate(self) -> Iterator[Event]:
         """Instance task: store the post-processing settings that best reproduce the
         annotated objects in ``config.infer`` (see :mod:`.calibrate`)."""
-        if self.task != "instances" or not self.config.train.calibrate:
-            return
+        if self.task != "instances" or not self.config.train.calibrate or not ddp.is_main():
+            return  # (with several ranks, rank 0 alone calibrates: it alone saves)
         given, default = self.settings.infer, InferConfig()
         if (given.interior_threshold, given.min_size) != (
             default.interior_threshold,
