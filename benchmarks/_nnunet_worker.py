@@ -28,7 +28,7 @@ class _Stop(Exception):
 
 
 def _times(budget: float) -> list[float]:
-    times = set(range(5, 61, 5)) | set(range(70, 121, 10)) | set(range(150, 3601, 30))
+    times = set(range(10, 61, 10)) | {90, 120} | set(range(180, 3601, 60))
     return [float(t) for t in sorted(times) if t <= budget] or [float(budget)]
 
 

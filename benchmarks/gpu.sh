@@ -12,14 +12,14 @@
 #   bash benchmarks/gpu.sh                   # full sizes on cuda
 #   GPU_SH_SMOKE=1 bash benchmarks/gpu.sh    # tiny sizes, any device (CPU when no GPU): a check
 # Settings: PYTHON (default python), GPU_SH_DEVICE (default cuda when nvidia-smi works, else
-# cpu), GPU_SH_OUT (default benchmarks/results), GPU_SH_STEP_TIMEOUT (s per step, default 240).
+# cpu), GPU_SH_OUT (default benchmarks/results), GPU_SH_STEP_TIMEOUT (s per step, default 240; smoke 1200, for a busy CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python}
 OUT=${GPU_SH_OUT:-benchmarks/results}
 SMOKE=${GPU_SH_SMOKE:-0}
-STEP_TIMEOUT=${GPU_SH_STEP_TIMEOUT:-240}
+STEP_TIMEOUT=${GPU_SH_STEP_TIMEOUT:-$([[ "${GPU_SH_SMOKE:-0}" == 1 ]] && echo 1200 || echo 240)}
 if [[ -z "${GPU_SH_DEVICE:-}" ]]; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         GPU_SH_DEVICE=cuda
