@@ -113,13 +113,14 @@ def mean_dice(pred: np.ndarray, truth: np.ndarray, classes: list[int]) -> float:
 
 
 def summarise(snapshots: list[dict], marks: list[float]) -> dict:
-    """Dice at each mark (the last snapshot taken at or before mark + one step's slack:
-    the snapshot due at the mark) and the first time each target Dice was reached."""
+    """Dice at each mark: that of the last snapshot TAKEN at or before the mark (None when
+    the tool had no model yet, e.g. still preprocessing); and the wall time of the first
+    snapshot reaching each target Dice."""
     snaps = sorted(snapshots, key=lambda s: s["seconds"])
     at = {}
     for m in marks:
-        due = [s for s in snaps if s["due"] <= m]
-        at[str(int(m))] = due[-1]["dice"] if due else None
+        taken = [s for s in snaps if s["seconds"] <= m]
+        at[str(int(m))] = taken[-1]["dice"] if taken else None
     reached = {}
     for target in TARGETS:
         hit = next((s for s in snaps if s["dice"] is not None and s["dice"] >= target), None)

@@ -154,12 +154,13 @@ def test_time_to_quality_summary_reads_marks_and_targets():
     assert ttq.snapshot_times(3) == [3.0]
     snaps = [
         {"due": 30.0, "seconds": 30.4, "dice": 0.80},
-        {"due": 60.0, "seconds": 60.2, "dice": 0.88},
+        {"due": 60.0, "seconds": 59.2, "dice": 0.88},
         {"due": 120.0, "seconds": 121.0, "dice": 0.92},
     ]
     s = ttq.summarise(snaps, [30.0, 60.0, 120.0, 300.0])
-    assert s["dice_at"] == {"30": 0.80, "60": 0.88, "120": 0.92, "300": 0.92}
-    assert s["seconds_to"] == {"0.85": 60.2, "0.9": 121.0}
+    # a snapshot counts from the time it was taken: at 30 s there was none yet
+    assert s["dice_at"] == {"30": None, "60": 0.88, "120": 0.88, "300": 0.92}
+    assert s["seconds_to"] == {"0.85": 59.2, "0.9": 121.0}
     assert s["best_dice"] == 0.92
     truth = np.zeros((4, 5, 6), dtype=np.int32)
     truth[1:3, 1:4, 1:5] = 1
