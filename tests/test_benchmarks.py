@@ -73,8 +73,13 @@ def test_inference_smoke(tmp_path):
     assert ref["argmax_agreement"] == 1.0
     assert len(data["setup"]["window"]) == 3
     assert data["setup"]["window_batch"] >= 1
-    for g in data["goals"]["per_size"].values():
-        assert isinstance(g["speed_goal_met"], bool)
+    assert {"monai_sw2", "ours_sw_bf16", "monai_sw1_bf16"} <= variants
+    for per in data["goals"]["per_size"].values():
+        assert set(per) == {"float32", "bfloat16"}
+        for g in per.values():
+            assert isinstance(g["speed_goal_met"], bool)
+            assert g["ratio_vs_monai_best"] > 0
+            assert 0.0 <= g["dice_ours"] <= 1.0
 
 
 @pytest.mark.slow
@@ -157,3 +162,77 @@ def test_precision_smoke(tmp_path):
         assert row["network_dims"] == 2  # a one-slice volume trains as 2D
         assert 0.0 <= row["foreground_dice"] <= 1.0
         assert row["final_loss_finite"]
+
+
+def test_time_to_quality_summary_reads_marks_and_targets():
+    from benchmarks import time_to_quality as ttq
+
+    times = ttq.snapshot_times(300)
+    assert times[:3] == [10.0, 20.0, 30.0]
+    assert times[-1] == 300.0
+    assert {30.0, 60.0, 120.0, 300.0} <= set(times)
+    assert ttq.snapshot_times(3) == [3.0]
+    snaps = [
+        {"due": 30.0, "seconds": 30.4, "dice": 0.80},
+        {"due": 60.0, "seconds": 59.2, "dice": 0.88},
+        {"due": 120.0, "seconds": 121.0, "dice": 0.92},
+    ]
+    s = ttq.summarise(snaps, [30.0, 60.0, 120.0, 300.0])
+    # a snapshot counts from the time it was taken: at 30 s there was none yet
+    assert s["dice_at"] == {"30": None, "60": 0.88, "120": 0.88, "300": 0.92}
+    assert s["seconds_to"] == {"0.85": 59.2, "0.9": 121.0}
+    assert s["best_dice"] == 0.92
+    truth = np.zeros((4, 5, 6), dtype=np.int32)
+    truth[1:3, 1:4, 1:5] = 1
+    assert ttq.mean_dice(truth, truth, [1]) == 1.0
+    assert ttq.mean_dice(np.zeros_like(truth), truth, [1]) == 0.0
+
+
+def test_gpu_sh_is_valid_bash_and_names_existing_modules():
+    import re
+    import subprocess
+    from pathlib import Path
+
+    script = Path(_common.__file__).with_name("gpu.sh")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    modules = set(re.findall(r"-m (benchmarks\.\w+)", script.read_text()))
+    assert modules == {
+        "benchmarks.inference",
+        "benchmarks.gpu_training",
+        "benchmarks.time_to_quality",
+    }
+    for m in modules:
+        assert (script.parent / f"{m.split('.')[1]}.py").exists()
+
+
+@pytest.mark.slow
+def test_gpu_sh_smoke_on_cpu(tmp_path):
+    """The whole script in smoke mode on the CPU: three JSON files with sane values."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(_common.__file__).resolve().parents[1]
+    env = dict(
+        os.environ,
+        GPU_SH_SMOKE="1",
+        GPU_SH_DEVICE="cpu",
+        GPU_SH_OUT=str(tmp_path),
+        PYTHON=sys.executable,
+        PYTHONPATH=os.pathsep.join([str(repo / "src"), str(repo)]),
+    )
+    proc = subprocess.run(
+        ["bash", str(repo / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    inf = _load(tmp_path / "gpu_inference_smoke.json")
+    assert {r["variant"] for r in inf["results"]} >= {"monai_sw1", "monai_sw2", "ours_sw"}
+    tr = json.loads((tmp_path / "gpu_training_smoke.json").read_text())
+    assert [r["variant"] for r in tr["results"]] == ["reference", "ours"]
+    assert all(r["steps_per_second"] > 0 and r["peak_mib"] > 0 for r in tr["results"])
+    ttq = _load(tmp_path / "gpu_time_to_quality_smoke.json")
+    assert {r["tool"] for r in ttq["results"]} == {"ours", "monai"}
+    for r in ttq["results"]:
+        assert all(0.0 <= s["dice"] <= 1.0 for s in r["snapshots"])
+    assert (tmp_path / "gpu_env_smoke.txt").read_text().count("done in") == 3

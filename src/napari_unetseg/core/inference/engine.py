@@ -27,6 +27,9 @@ from .windows import importance_map, window_grid
 if TYPE_CHECKING:
     import torch
 
+#: At most this many constant values keep their window's logits (a few MiB each).
+MAX_CONSTANT_WINDOWS = 8
+
 #: A per-window transform: ``(C, *crop)`` array -> ``(C, *crop)`` float32.
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -112,6 +115,12 @@ class _Engine:
         self.base = 0
         self.row_length = len(self.starts) // len({s[0] for s in self.starts})
         self.cap = self._capacity(batch)
+        # logits (1, K, *window) of windows whose input is one constant value, by value
+        self.constant_logits: dict[tuple[float, ...], torch.Tensor] = {}
+        self.constant_windows = 0  # windows served from constant_logits or computed once
+
+    #: Compute windows of constant input once per value (see _forward_reusing_constant).
+    reuse_constant = True
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -235,6 +244,55 @@ class _Engine:
             total = total / len(self.flips)
         return total
 
+    def _forward_reusing_constant(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_forward` for ``x`` ``(B, C, *window)``, computing each window whose input is
+        constant (every channel one value, e.g. the zeros around a scan) only once.
+
+        The network maps identical inputs to identical outputs wherever the window lies
+        (convolutions are shift-invariant, and a window sees nothing but its input), so the
+        logits of the first constant window of each value are kept and reused: the
+        result is that of running every window (exact, not an approximation).
+        """
+        import torch
+
+        if not self.reuse_constant:
+            return self._forward(x)
+        b, c = x.shape[:2]
+        flat = x.reshape(b, c, -1)
+        first = flat[:, :, 0]
+        constant = (flat == first[:, :, None]).all(dim=2).all(dim=1).tolist()
+        if not any(constant):
+            return self._forward(x)
+        keys = [tuple(first[i].tolist()) if constant[i] else None for i in range(b)]
+        todo: list[int] = []  # windows to compute: all others, one per new constant value
+        new: dict[tuple[float, ...], int] = {}
+        for i, key in enumerate(keys):
+            if key is None:
+                todo.append(i)
+            elif key not in self.constant_logits and key not in new:
+                new[key] = i
+                todo.append(i)
+        computed = self._forward(x[todo]) if todo else None
+        pos = {i: j for j, i in enumerate(todo)}
+
+        def row(i: int) -> torch.Tensor:
+            assert computed is not None  # row() is only asked for computed windows
+            return computed[pos[i] : pos[i] + 1]
+
+        for key, i in new.items():
+            if len(self.constant_logits) < MAX_CONSTANT_WINDOWS:
+                self.constant_logits[key] = row(i).clone()
+        parts = []
+        for i, key in enumerate(keys):
+            if key is None:
+                parts.append(row(i))
+            elif key in self.constant_logits:
+                parts.append(self.constant_logits[key])
+            else:  # the store is full: computed in this pass
+                parts.append(row(new[key]))
+        self.constant_windows += sum(constant)
+        return torch.cat(parts)
+
     def predict_batch(self, starts: list[tuple[int, ...]]) -> torch.Tensor:
         """Logits ``(B, K, *crop)`` float32 of the windows at ``starts`` (on the device).
 
@@ -244,7 +302,7 @@ class _Engine:
 
         with torch.inference_mode():
             x = self._gather(starts)
-            logits = self._forward(x)
+            logits = self._forward_reusing_constant(x)
             if self.needs_pad:
                 sl = tuple(slice(o, o + c) for o, c in zip(self.offset, self.crop))
                 inner = (slice(None), slice(None), *sl)  # all windows and classes
