@@ -112,3 +112,30 @@ def test_training_warns_before_the_first_step_about_unnamed_values(tiny_config):
     ]
     assert warned
     assert warned[0] < first_step
+
+
+def test_unnamed_values_of_a_dataset_are_checked_over_all_cases(tiny_config):
+    from napari_unetseg.core.cases import Case
+    from napari_unetseg.core.classes import unnamed_values_warning
+    from napari_unetseg.core.events import Info
+    from napari_unetseg.core.training import Trainer
+
+    # one array of values per case, of different lengths (a dataset)
+    assert unnamed_values_warning([np.array([0, 1, 2]), np.array([1, 3])], ["a", "b"]) is None
+    text = unnamed_values_warning([np.array([0, 1, 2]), np.array([1, 2, 3, 6])], ["a", "b"])
+    assert "value(s) 6" in text
+    rng = np.random.default_rng(1)
+    cases = []
+    for k, top in enumerate((2, 3)):
+        ann = np.zeros((9, 20, 22), np.uint16)
+        ann[4] = 1
+        ann[4, 3:9, 3:9] = top
+        if k:
+            ann[4, 12:15, 12:15] = 2
+        image = rng.normal(size=(1, 9, 20, 22)).astype(np.float32)
+        cases.append(Case(name=f"c{k}", image=image, annotation=ann))
+    cfg = tiny_config(train={"iterations": 1})
+    cfg.class_names = ["a", "b"]
+    events = list(Trainer(cases=cases, config=cfg).run())
+    assert events[-1].result.class_names[-2:] == ["a", "b"]
+    assert not [e for e in events if isinstance(e, Info) and "beyond the named" in e.message]

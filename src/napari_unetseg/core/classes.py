@@ -7,7 +7,7 @@ foreground classes (semantic task) or object ids (instance task).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -87,15 +87,21 @@ def resolve_classes(
     return names, n_fg + 1
 
 
-def unnamed_values_warning(values: Any, class_names: Sequence[str]) -> str | None:
+def unnamed_values_warning(
+    values: np.ndarray | Sequence[np.ndarray], class_names: Sequence[str]
+) -> str | None:
     """A one-line warning when a semantic annotation holds values beyond its named
     classes (e.g. a stray stroke with value 5 when only 2 = "cell" and 3 = "membrane" are
     named), naming the values and the names they will get; None when all are named.
 
-    values: distinct annotation values (:func:`label_values`).
+    values: distinct annotation values (:func:`label_values`), or one array of them per
+        case of a dataset.
     """
     top_named = len(class_names) + 1
-    extra = np.asarray(values)[np.asarray(values) > top_named]
+    if isinstance(values, (list, tuple)):  # one array of values per case
+        values = np.concatenate([np.ravel(v) for v in values]) if values else np.zeros(0)
+    values = np.unique(np.asarray(values))
+    extra = values[values > top_named]
     if not extra.size:
         return None
     named = ", ".join(f"{k + 2} = {n}" for k, n in enumerate(class_names)) or "none"
