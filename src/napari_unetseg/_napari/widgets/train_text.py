@@ -13,8 +13,8 @@ def _hex(rgba) -> str:
 
 #: What the training precision means, in plain words (the banner's first line).
 PRECISION_NOTES = {
-    "float32": "float32 = full 32-bit precision: this device has no fast 16-bit "
-    "(bfloat16) arithmetic, so numbers are not rounded; no speed-up from it",
+    "float32": "float32 = full 32-bit precision, numbers not rounded: used when the device "
+    "has no fast 16-bit (bfloat16) arithmetic, or when the settings ask for it",
     "bfloat16": "bfloat16 = 16-bit precision where it is safe: this device computes it "
     "natively, so training runs faster in half the memory with practically the same "
     "accuracy",
