@@ -32,6 +32,10 @@ from unetseg_testing import tiny_settings
 pytestmark = pytest.mark.slow
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Command:
     """A ``unetseg`` subprocess whose output is read line by line (\\r or \\n) in a thread."""
 
@@ -42,6 +46,9 @@ class Command:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
+            # a shell without job control starts background jobs with SIGINT ignored, and
+            # children inherit that: give the command Ctrl-C as a terminal would
+            preexec_fn=_default_sigint,
         )
         self.text = ""
         self._thread = threading.Thread(target=self._read, daemon=True)
