@@ -152,3 +152,21 @@ def test_undo_on_the_slice_on_screen_is_autosaved(make_napari_viewer, qtbot):
     qtbot.wait(400)
     assert saver.wait(10)
     assert not store.list_recoveries(key)[0].load().any()
+
+
+def test_saving_the_layer_discards_its_recovery(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(_image(), name="scan")
+    widget = AnnotateWidget(viewer)
+    widget.autosave.interval = 0.2
+    layer = widget.new_annotation_layer(image)
+    layer.data_setitem((np.array([2, 2]), np.array([3, 4]), np.array([5, 5])), 2)
+    saver = widget.autosave.saver(layer)
+    qtbot.waitUntil(lambda: not saver.dirty, timeout=5000)
+    assert saver.wait(10)
+    key = gui_autosave.source_key(image)
+    assert len(store.list_recoveries(key)) == 1
+    out = tmp_path / "annotations.nii.gz"
+    layer.save(str(out), plugin="napari-unetseg")
+    assert out.exists()
+    assert store.list_recoveries(key) == []

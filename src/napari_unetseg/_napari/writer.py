@@ -112,4 +112,7 @@ def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
         meta = meta_for_layer(attributes, viewer=napari.current_viewer(), shape=labels.shape)
     names = segment_names(attributes.get("metadata"))
     written = _write(labels, meta, target, overwrite=True, class_names=names)
+    from .widgets.autosave import discard_saved
+
+    discard_saved(attributes.get("metadata"))  # saved for good: no recovery to offer
     return [str(written)]

@@ -35,6 +35,21 @@ from ._common import (
 ENTRY_KEY = "unetseg_recovery_entry"
 #: Layer metadata: the recovery key of the layer's source image.
 IMAGE_KEY = "unetseg_recovery_key"
+#: On an annotation layer: the recovery store key its autosaves go under.
+SAVED_KEY = "unetseg_recovery_of"
+
+
+def discard_saved(metadata: dict | None) -> int:
+    """Remove the autosave of a layer that has just been saved to a file (its metadata
+    names the store key and entry); returns how many recoveries were removed."""
+    metadata = metadata or {}
+    key, entry = metadata.get(SAVED_KEY), metadata.get(ENTRY_KEY)
+    if not key or not entry:
+        return 0
+    gone = [r for r in store.list_recoveries(str(key)) if r.entry == entry]
+    for recovery in gone:
+        store.discard_recovery(recovery)
+    return len(gone)
 
 
 def ask_restore(parent: Any, image_name: str, recoveries: list) -> str:
@@ -131,6 +146,7 @@ class AnnotationAutosave(QObject):
         key = source_key(image) if image is not None else store.image_key(layer.name, layer.data)
         entry = layer.metadata.get(ENTRY_KEY) or store.entry_name(layer.name)
         layer.metadata[ENTRY_KEY] = entry
+        layer.metadata[SAVED_KEY] = key  # the writer discards the recovery once saved
         return store.ThrottledSaver(
             key,
             layer.name,
