@@ -196,32 +196,25 @@ def _boundary(annotation: np.ndarray) -> np.ndarray:
     it reproduces their size; two touching objects are still separated by two boundary
     voxels (one on each side), enough for their interior seeds not to merge.
     """
-    out = np.zeros(annotation.shape, dtype=bool)
-    annotated = annotation != UNANNOTATED
-    for ax in range(annotation.ndim):
-        lo: list = [slice(None)] * annotation.ndim
-        hi: list = [slice(None)] * annotation.ndim
-        lo[ax] = slice(None, -1)
-        hi[ax] = slice(1, None)
-        lo_t, hi_t = tuple(lo), tuple(hi)
-        differ = (annotation[lo_t] != annotation[hi_t]) & annotated[lo_t] & annotated[hi_t]
-        out[lo_t] |= differ
-        out[hi_t] |= differ
-    out &= annotation > BACKGROUND
-    return out
+    return _face_changes(annotation, annotation != UNANNOTATED) & (annotation > BACKGROUND)
 
 
 def _contacts(annotation: np.ndarray) -> np.ndarray:
     """Object voxels with a face neighbour that belongs to ANOTHER object."""
+    return _face_changes(annotation, annotation > BACKGROUND)
+
+
+def _face_changes(annotation: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Voxels of ``within`` whose value differs from a face neighbour also in ``within``
+    (both voxels of each such pair are marked)."""
     out = np.zeros(annotation.shape, dtype=bool)
-    objects = annotation > BACKGROUND
     for ax in range(annotation.ndim):
         lo: list = [slice(None)] * annotation.ndim
         hi: list = [slice(None)] * annotation.ndim
         lo[ax] = slice(None, -1)
         hi[ax] = slice(1, None)
         lo_t, hi_t = tuple(lo), tuple(hi)
-        differ = (annotation[lo_t] != annotation[hi_t]) & objects[lo_t] & objects[hi_t]
+        differ = (annotation[lo_t] != annotation[hi_t]) & within[lo_t] & within[hi_t]
         out[lo_t] |= differ
         out[hi_t] |= differ
     return out

@@ -284,6 +284,16 @@ def notify_info(message: str) -> None:
     show_info(message)
 
 
+def ask_yes_no(parent: Any, title: str, text: str) -> bool:
+    """A Yes / No question (No is the default); True for Yes."""
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(
+        parent, title, text, QMessageBox.Yes | QMessageBox.No, QMessageBox.No
+    )
+    return answer == QMessageBox.Yes
+
+
 def notify_warning(message: str) -> None:
     from napari.utils.notifications import show_warning
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QFileDialog, QFormLayout, QGroupBox, QMessageBox, QPushButton
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QGroupBox, QPushButton
 
-from ._common import notify_error, notify_info
+from ._common import ask_yes_no, notify_error, notify_info
 from .pickers import LayerCombo, is_prediction
 
 
@@ -49,14 +49,7 @@ class ExportBox(QGroupBox):
 
     def ask_overwrite(self, path: Path) -> bool:
         """Ask the user whether to replace ``path``."""
-        answer = QMessageBox.question(
-            self,
-            "Replace file?",
-            f"{path} exists. Replace it?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
-        )
-        return answer == QMessageBox.Yes
+        return ask_yes_no(self, "Replace file?", f"{path} exists. Replace it?")
 
     def _export_dialog(self) -> None:
         layer = self.combo.value

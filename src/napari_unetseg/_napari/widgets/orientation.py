@@ -67,11 +67,11 @@ def cursor_text(viewer: Any) -> str:
     for layer in reversed(list(viewer.layers)):
         if not getattr(layer, "visible", False):
             continue
-        meta, frame = _frame_of(layer)
-        if frame is None or len(position) < layer.ndim:
+        meta = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+        if getattr(meta, "affine", None) is None or len(position) < layer.ndim:
             continue
         index = np.asarray(layer.world_to_data(position[-layer.ndim :]), dtype=float)
-        nd = len(frame.scale)
+        nd = len(meta.spacing)
         shape = np.asarray(layer.data.shape[-nd:])
         voxel = np.round(index[-nd:]).astype(int)
         if np.any(voxel < 0) or np.any(voxel >= shape):

@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
-    QMessageBox,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -30,6 +29,7 @@ from ._common import (
     CLASSES_KEY,
     META_KEY,
     TASK_KEY,
+    ask_yes_no,
     channel_names,
     image_array,
     notify_info,
@@ -223,14 +223,9 @@ class TrainingSet(QWidget):
 
     def confirm_overwrite(self, folder: Path) -> bool:
         """Ask whether to replace the dataset in ``folder`` (tests replace this)."""
-        answer = QMessageBox.question(
-            self,
-            "Replace dataset?",
-            f"{folder} already holds a dataset. Replace it?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
+        return ask_yes_no(
+            self, "Replace dataset?", f"{folder} already holds a dataset. Replace it?"
         )
-        return answer == QMessageBox.Yes
 
     def export_dialog(self, class_names: list[str]) -> Path | None:
         folder = QFileDialog.getExistingDirectory(self, "Export training set to folder")
