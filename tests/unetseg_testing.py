@@ -25,3 +25,21 @@ def tiny_settings(**sections) -> dict:
     for name, values in sections.items():
         out.setdefault(name, {}).update(values)
     return out
+
+
+def tiny_slice_model(shape, seed: int = 0):
+    """A tiny semantic model trained 2 steps on the sample of ``shape`` with its middle
+    z-slice annotated: (checkpoint, image (Z, Y, X), annotation, config)."""
+    import numpy as np
+
+    from napari_unetseg.core.config import Config
+    from napari_unetseg.core.events import run_to_completion
+    from napari_unetseg.core.sample import make_sample
+    from napari_unetseg.core.training import Trainer
+
+    image, sem, _ = make_sample(shape=shape, seed=seed)
+    ann = np.zeros(shape, np.uint8)
+    ann[shape[0] // 2] = sem[shape[0] // 2] + 1
+    cfg = Config.from_dict(tiny_settings(train={"iterations": 2})).validate()
+    ckpt = run_to_completion(Trainer(image[None], ann, cfg).run()).result
+    return ckpt, image, ann, cfg

@@ -184,18 +184,9 @@ def test_errors():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from napari_unetseg.core.config import Config
-    from napari_unetseg.core.events import run_to_completion
-    from napari_unetseg.core.sample import make_sample
-    from napari_unetseg.core.training import Trainer
-    from unetseg_testing import tiny_settings
+    from unetseg_testing import tiny_slice_model
 
-    image, sem, _ = make_sample(shape=SHAPE, seed=0)
-    ann = np.zeros(SHAPE, np.uint8)
-    ann[8] = sem[8] + 1
-    cfg = Config.from_dict(tiny_settings(train={"iterations": 2})).validate()
-    ckpt = run_to_completion(Trainer(image[None], ann, cfg).run()).result
-    return ckpt, image, ann
+    return tiny_slice_model(SHAPE)[:3]
 
 
 @pytest.mark.parametrize("method", ["entropy", "tta"])

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from napari_unetseg.core.config import Config
-from napari_unetseg.core.events import Done, Info, Progress, Step, run_to_completion
-from napari_unetseg.core.sample import make_sample
+from napari_unetseg.core.events import Done, Info, Progress, Step
 from napari_unetseg.core.suggest import Suggestion, still_open
 from napari_unetseg.core.suggest_model import accepted_plane, suggest_events
 from napari_unetseg.core.training_setup import apply_finetune_lr
@@ -19,15 +18,9 @@ SHAPE = (17, 33, 35)
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from napari_unetseg.core.training import Trainer
-    from unetseg_testing import tiny_settings
+    from unetseg_testing import tiny_slice_model
 
-    image, sem, _ = make_sample(shape=SHAPE, seed=0)
-    ann = np.zeros(SHAPE, np.uint8)
-    ann[8] = sem[8] + 1
-    cfg = Config.from_dict(tiny_settings(train={"iterations": 2})).validate()
-    ckpt = run_to_completion(Trainer(image[None], ann, cfg).run()).result
-    return ckpt, image, ann, cfg
+    return tiny_slice_model(SHAPE)
 
 
 def test_suggest_events_report_progress_then_the_suggestions(tiny_model):
