@@ -139,3 +139,24 @@ def test_unnamed_values_of_a_dataset_are_checked_over_all_cases(tiny_config):
     events = list(Trainer(cases=cases, config=cfg).run())
     assert events[-1].result.class_names[-2:] == ["a", "b"]
     assert not [e for e in events if isinstance(e, Info) and "beyond the named" in e.message]
+
+
+def test_notes_of_the_readers_reach_the_training_events(tiny_config):
+    from napari_unetseg.core.cases import Case
+    from napari_unetseg.core.events import Info
+    from napari_unetseg.core.io import VolumeMeta
+    from napari_unetseg.core.training import Trainer
+
+    ann = np.zeros((9, 20, 22), np.uint16)
+    ann[4] = 1
+    ann[4, 3:9, 3:9] = 2
+    image = np.random.default_rng(2).normal(size=(3, 9, 20, 22)).astype(np.float32)
+    note = "phases.nii.gz: its 3 time points are read as 3 channels"
+    meta = VolumeMeta(spacing=(1.0, 1.0, 1.0), extra={"notes": [note]})
+    case = Case(name="phases", image=image, annotation=ann, meta=meta)
+    trainer = Trainer(cases=[case], config=tiny_config(train={"iterations": 1}))
+    try:
+        events = list(trainer.run())
+    finally:
+        trainer.close()
+    assert note in [e.message for e in events if isinstance(e, Info)]

@@ -14,7 +14,6 @@ The command line is a thin parser over these functions; a script can call them t
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -82,9 +81,6 @@ def train_to_file(
     check_model_path(out)
     check_outputs([out], [*images, labels, resume], overwrite=overwrite)
     image, meta = read_channels(images)
-    if not quiet:
-        for note in meta.extra.get("notes", []):
-            print(note, file=sys.stderr)
     annotation, ann_meta = read_labels(labels)
     check_same_geometry(meta, ann_meta, labels)
     ckpt = load_checkpoint(resume) if resume else None

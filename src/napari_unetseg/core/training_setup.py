@@ -143,7 +143,12 @@ def setup_run(
 
     cfg = config.copy().validate()
     task = cfg.train.task
-    notes: list[Info] = []
+    # what the readers noted about the files (e.g. time points read as channels)
+    notes: list[Info] = [
+        Info(str(n))
+        for case in all_cases
+        for n in (getattr(getattr(case, "meta", None), "extra", None) or {}).get("notes", [])
+    ]
 
     # ---- cases, classes, dimensions
     used, values, skipped = check_cases(all_cases)
