@@ -168,7 +168,7 @@ def test_time_to_quality_summary_reads_marks_and_targets():
     from benchmarks import time_to_quality as ttq
 
     times = ttq.snapshot_times(300)
-    assert times[:3] == [10.0, 20.0, 30.0]
+    assert times[:3] == [5.0, 10.0, 15.0]
     assert times[-1] == 300.0
     assert {30.0, 60.0, 120.0, 300.0} <= set(times)
     assert ttq.snapshot_times(3) == [3.0]

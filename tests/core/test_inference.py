@@ -19,6 +19,7 @@ from napari_unetseg.core.inference import (
     auto_window_batch,
     count_windows,
     importance_map,
+    inference_window,
     predict,
     predict_volume,
     sliding_window,
@@ -26,6 +27,7 @@ from napari_unetseg.core.inference import (
     window_grid,
     window_starts,
 )
+from napari_unetseg.core.inference.windows import MIN_WINDOW_SAVING
 from napari_unetseg.core.model import UNet
 
 
@@ -109,6 +111,43 @@ def test_window_grid_is_sorted_along_the_first_axis():
     grid = window_grid((40, 30, 20), (16, 16, 16), 0.5)
     assert len(grid) == count_windows((40, 30, 20), (16, 16, 16), 0.5)
     assert [g[0] for g in grid] == sorted(g[0] for g in grid)
+
+
+def test_inference_window_grows_only_where_it_saves_computed_voxels():
+    # 64 slices: two 48-slice windows compute 96 slices, one 64-slice window 64 (-33 %)
+    assert inference_window((64, 256, 256), (48, 48, 48), 0.125, (16, 16, 16)) == (64, 48, 48)
+    # 256 = 6 x 48 at overlap 0.125 steps of 42; no longer window up to 72 saves 25 %
+    win = inference_window((256,), (48,), 0.125, (16,))
+    assert win == (48,)
+    # the saving threshold: growth is kept only with at least MIN_WINDOW_SAVING fewer voxels
+    for size in range(20, 200):
+        (w,) = inference_window((size,), (48,), 0.125, (16,))
+        base = len(window_starts(size, 48, 0.125)) * 48
+        cost = len(window_starts(size, w, 0.125)) * w
+        assert w % 16 == 0
+        assert 48 <= w <= 72
+        assert w == 48 or cost <= (1 - MIN_WINDOW_SAVING) * base
+    # axes no longer than the patch keep it; the divisor sets the steps
+    assert inference_window((30, 40), (32, 32), 0.25, (8, 8)) == (32, 40)
+    assert inference_window((30, 40), (32, 32), 0.25) == (32, 40)
+    assert inference_window((30, 40), (32, 32), 0.25, (16, 16)) == (32, 48)
+    # 50 = two windows of 32 (64 computed); no window up to 48 covers it in one
+    assert inference_window((30, 50), (32, 32), 0.25, (8, 8)) == (32, 32)
+
+
+def test_predict_with_the_grown_window_matches_the_patch_window_closely():
+    model = _unet(k=2)
+    image = _image((1, 16, 24, 40), seed=3)
+    cfg = InferConfig(overlap=0.125)
+    win = inference_window(image.shape[1:], (12, 16, 16), cfg.overlap, model.divisor)
+    assert win[0] > 12
+    grown, _ = _drain(sliding_window(model, image, win, cfg))
+    patch, _ = _drain(sliding_window(model, image, (12, 16, 16), cfg))
+    # fewer windows, and the same labels almost everywhere on a random network
+    assert count_windows(image.shape[1:], win, cfg.overlap) < count_windows(
+        image.shape[1:], (12, 16, 16), cfg.overlap
+    )
+    assert (grown.argmax(0) == patch.argmax(0)).mean() > 0.9
 
 
 def test_importance_map_is_symmetric_peaked_and_positive():
@@ -428,9 +467,12 @@ def test_predict_semantic_end_to_end(postprocess):
     assert pred.probabilities.dtype == np.float32
     assert pred.boundaries is None
     assert pred.instances is None
-    # same as running the sliding window on the normalised image by hand
+    # same as running the sliding window on the normalised image by hand, with the
+    # window predict picks for this shape (the patch, grown along the short axes)
     model = ckpt.build_model("cpu")
-    ref, _ = _drain(sliding_window(model, (raw - 10.0) / 2.0, (8, 16, 16), ckpt.config.infer))
+    win = inference_window((11, 21, 23), (8, 16, 16), ckpt.config.infer.overlap, model.divisor)
+    assert any(f"{win[0]}x{win[1]}x{win[2]}" in e.message for e in infos), win
+    ref, _ = _drain(sliding_window(model, (raw - 10.0) / 2.0, win, ckpt.config.infer))
     np.testing.assert_allclose(pred.probabilities, ref, atol=1e-5)
     np.testing.assert_array_equal(pred.labels, ref.argmax(0))
     labels_only = predict_volume(ckpt, raw, keep_probabilities=False)

@@ -99,6 +99,7 @@ def test_a_2d_model_still_takes_a_single_channel_2d_image():
 
 def test_tiny_windows_are_refused_with_one_line_suggesting_a_larger_patch():
     ckpt = _Counting(_checkpoint(dims=3, patch=(1, 1, 1)))
+    ckpt.config.infer.overlap = 0.25  # 1-voxel windows stepping by 0.75: more than voxels
     shape = (16, 32, 32)
     n = count_windows(shape, (1, 1, 1), ckpt.config.infer.overlap)
     assert 30_000 < n < MAX_WINDOWS  # more windows than voxels, yet under the hard cap

@@ -82,3 +82,35 @@ def test_many_constant_values_stay_exact_beyond_the_store(monkeypatch):
     out, n_out = _probs(model, image, (8, 8, 8), monkeypatch, True, overlap=0.0)
     np.testing.assert_allclose(out, ref, atol=1e-5)
     assert n_out == 4  # each value computed once: none repeats
+
+
+class _BatchSizes(torch.nn.Module):
+    """A network wrapper recording the batch size of every forward pass."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(int(x.shape[0]))
+        return self.model(x)
+
+
+def test_single_float32_windows_go_through_the_network_in_pairs():
+    """torch runs a 3D float32 convolution on one CPU window with its slow reference
+    code, so a lone window is doubled (and one copy dropped): same result, no pass of 1."""
+    model = _model()
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(1, 12, 20, 20)).astype(np.float32)
+    window = (8, 16, 16)
+    paired = _BatchSizes(model)
+    one = list(sliding_window(paired, image, window, InferConfig(window_batch=1)))[-1].result
+    assert paired.sizes
+    assert min(paired.sizes) == 2
+    two = list(sliding_window(model, image, window, InferConfig(window_batch=2)))[-1].result
+    np.testing.assert_allclose(one, two, atol=1e-5)
+    # mixed precision (oneDNN at any batch) keeps single windows single
+    lone = _BatchSizes(model)
+    list(sliding_window(lone, image, window, InferConfig(window_batch=1), dtype=torch.bfloat16))
+    assert set(lone.sizes) == {1}

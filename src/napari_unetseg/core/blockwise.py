@@ -81,6 +81,7 @@ class BlockPredictor:
         from .device import autocast_dtype, select_device
         from .inference.memory import auto_window_batch
         from .inference.prediction import _check_weights, _default_window, _Normalize
+        from .inference.windows import inference_window
 
         self.checkpoint = checkpoint
         config = config if config is not None else checkpoint.config.infer
@@ -94,7 +95,13 @@ class BlockPredictor:
         self.device, self.description = select_device(config.device)
         self.dtype = autocast_dtype(self.device, config.precision)
         self.model = checkpoint.build_model(self.device)
-        self.window = _default_window(checkpoint, tuple(spatial))
+        # the window a whole-volume prediction of this volume uses, so blocks agree with it
+        self.window = inference_window(
+            tuple(spatial),
+            _default_window(checkpoint, tuple(spatial)),
+            config.overlap,
+            getattr(self.model, "divisor", None),
+        )
         batch = config.window_batch or auto_window_batch(self.window, self.device, self.model)
         self.config = dataclasses.replace(config, window_batch=batch)
         self.transform = _Normalize(checkpoint.normalizer)

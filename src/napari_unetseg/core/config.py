@@ -256,7 +256,7 @@ class InferConfig(_Section):
     SECTION: ClassVar[str] = "infer"
 
     overlap: float = setting(
-        0.25,
+        0.125,
         "fraction of a window shared with its neighbour",
         low=0.0,
         high=1.0,

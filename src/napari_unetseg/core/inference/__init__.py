@@ -17,7 +17,8 @@ holding ``(K, Z, Y, X)`` float32 probabilities.
 The modules follow the data flow:
 
 * :mod:`.windows`: where the windows go (:func:`window_starts`, :func:`window_grid`,
-  :func:`count_windows`, :func:`importance_map`, :func:`check_window_layout`);
+  :func:`count_windows`, :func:`inference_window`, :func:`importance_map`,
+  :func:`check_window_layout`);
 * :mod:`.memory`: windows per forward pass (:func:`auto_window_batch`) and the fallbacks
   when the device runs out of memory;
 * :mod:`.engine`: the batched blending engine and its finished :class:`Slab` objects;
@@ -54,6 +55,7 @@ from .windows import (
     check_window_layout,
     count_windows,
     importance_map,
+    inference_window,
     window_grid,
     window_starts,
 )
@@ -74,6 +76,7 @@ __all__ = [
     "check_window_layout",
     "count_windows",
     "importance_map",
+    "inference_window",
     "postprocess",
     "predict",
     "predict_grid",

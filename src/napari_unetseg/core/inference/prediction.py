@@ -22,7 +22,7 @@ from ..events import CancelToken, Done, Event, Info
 from .engine import Slab
 from .memory import auto_window_batch
 from .sliding import sliding_window_slabs
-from .windows import _check_window, _fmt, check_window_layout
+from .windows import _check_window, _fmt, check_window_layout, inference_window
 
 
 @dataclass
@@ -228,7 +228,6 @@ def predict_grid(
             f"an instance model must have 3 outputs (background, interior, boundary), "
             f"this one has {k}"
         )
-    win = win or _default_window(checkpoint, spatial)
     _check_weights(checkpoint)
 
     device, description = select_device(config.device)
@@ -237,7 +236,11 @@ def predict_grid(
     transform = _Normalize(checkpoint.normalizer)
 
     model = checkpoint.build_model(device)
-    n = check_window_layout(spatial, win, config.overlap, getattr(model, "divisor", None))
+    divisor = getattr(model, "divisor", None)
+    if win is None:
+        patch = _default_window(checkpoint, spatial)
+        win = inference_window(spatial, patch, config.overlap, divisor)
+    n = check_window_layout(spatial, win, config.overlap, divisor)
     batch = config.window_batch or auto_window_batch(win, device, model)
     precision = "float32" if dtype is None else str(dtype).replace("torch.", "")
     yield Info(f"predicting on {description}, {precision}")

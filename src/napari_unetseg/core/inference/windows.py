@@ -65,6 +65,50 @@ def count_windows(shape: Sequence[int], window: Sequence[int], overlap: float) -
     return math.prod(len(window_starts(s, w, overlap)) for s, w in zip(shape, window))
 
 
+#: An inference window may grow to this multiple of the training patch along an axis ...
+MAX_WINDOW_GROWTH = 1.5
+#: ... when that cuts the voxels computed along the axis by at least this share.
+MIN_WINDOW_SAVING = 0.25
+
+
+def inference_window(
+    shape: Sequence[int],
+    patch: Sequence[int],
+    overlap: float,
+    divisor: Sequence[int] | None = None,
+) -> tuple[int, ...]:
+    """The window to predict ``shape`` (spatial) with: the training patch, grown along an
+    axis only where a slightly longer window covers the axis with far fewer voxels.
+
+    Along an axis a little longer than the patch, windows of the patch size overlap far
+    more than asked: 64 slices take two 48-slice windows (96 slices computed, 1.5 times
+    the axis), one 64-slice window computes each slice once. Per axis, the lengths from
+    the patch up to :data:`MAX_WINDOW_GROWTH` times it (in steps of the network's
+    ``divisor``) are tried, and the one computing the fewest voxels along the axis
+    (windows x length) is kept if it computes at least :data:`MIN_WINDOW_SAVING` fewer
+    than the patch does; otherwise the patch is kept. Axes no longer than the patch keep
+    it. On the inference benchmark (64 x 256 x 256, patch 48^3) this gives 64 x 48 x 48
+    windows: 36 instead of 72, and the same or a higher Dice (RESULTS.md).
+    """
+    div = tuple(divisor) if divisor is not None else (1,) * len(patch)
+    out = []
+    for size, p, d in zip(shape, patch, div):
+        size, p, d = int(size), int(p), max(1, int(d))
+        if size <= p:
+            out.append(p)
+            continue
+        base = len(window_starts(size, p, overlap)) * p
+        best, best_cost = p, base
+        w = p + d
+        while w <= int(p * MAX_WINDOW_GROWTH):
+            cost = len(window_starts(size, w, overlap)) * w
+            if cost < best_cost:
+                best, best_cost = w, cost
+            w += d
+        out.append(best if best_cost <= (1.0 - MIN_WINDOW_SAVING) * base else p)
+    return tuple(out)
+
+
 def importance_map(window: Sequence[int], blend: str = "gaussian") -> np.ndarray:
     """Blending weights of one window, ``window``-shaped float32 with maximum 1.
 
