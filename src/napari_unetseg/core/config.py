@@ -256,7 +256,7 @@ class InferConfig(_Section):
     SECTION: ClassVar[str] = "infer"
 
     overlap: float = setting(
-        0.125,
+        0.25,
         "fraction of a window shared with its neighbour",
         low=0.0,
         high=1.0,

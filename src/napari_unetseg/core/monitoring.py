@@ -141,7 +141,7 @@ class Monitoring:
                 crops.append((i, tuple(slice(a, a + w) for a, w in zip(starts, size))))
         return crops
 
-    def _probabilities(self, image: np.ndarray, overlap: float = 0.125) -> np.ndarray:
+    def _probabilities(self, image: np.ndarray, overlap: float = 0.25) -> np.ndarray:
         """Softmax probabilities (K, *spatial) of a normalised image (C, *spatial), by
         sliding windows of the training patch size."""
         from .inference import sliding_window
