@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks in one go (< 8 minutes on one H100/H200), JSON under benchmarks/results/:
 #   gpu_inference.json        sliding-window inference against MONAI (sw_batch_size 1,2,4,8;
+#                             each tool also at the other's overlap, 0.25 / 0.125;
 #                             float32 and bfloat16 autocast on both sides; Dice vs truth;
 #                             peak device memory per variant)
 #   gpu_training.json         training throughput under mixed precision (ours vs a plain loop),
@@ -58,6 +59,7 @@ if [[ "$SMOKE" == 1 ]]; then
 else
     step inference "$PYTHON" -m benchmarks.inference --device "$DEV" \
         --sizes 64x256x256,128x512x512 --repeats 3 --large-repeats 3 --all-variants \
+        --compare-overlaps \
         --out "$OUT/gpu_inference.json"
     step training "$PYTHON" -m benchmarks.gpu_training --device "$DEV" --steps 100 \
         --warmup 10 --out "$OUT/gpu_training.json"

@@ -52,6 +52,8 @@ SMOKE_SIZES = "12x40x36"
 #: Sizes above this many voxels get a single repeat and only MONAI sw 1 and ours' batch.
 LARGE_VOXELS = 20_000_000
 GOAL_RATIO = 1.5
+#: MONAI's overlap in its tutorials and in this comparison.
+MONAI_OVERLAP = 0.25
 GOAL_AGREEMENT = 0.999
 
 
@@ -135,6 +137,7 @@ def prepare_model(args, workdir: Path) -> dict[str, Any]:
     info.update(
         window=list(window),
         window_batch=int(window_batch),
+        overlap=float(cfg.infer.overlap),
         model={
             "base_width": cfg.model.base_width,
             "depth": cfg.model.depth,
@@ -258,6 +261,7 @@ def worker(a: dict) -> dict:
         from monai.inferers import sliding_window_inference
 
         sw = int(a["sw_batch_size"])
+        overlap = float(a.get("overlap") or MONAI_OVERLAP)
         res["dtype"] = "bfloat16" if bf16 else "float32"
 
         def predictor(x):
@@ -273,7 +277,7 @@ def worker(a: dict) -> dict:
                     roi_size=window,
                     sw_batch_size=sw,
                     predictor=predictor,
-                    overlap=0.25,
+                    overlap=overlap,
                     mode="gaussian",
                     sigma_scale=0.125,
                     sw_device=device,
@@ -284,16 +288,23 @@ def worker(a: dict) -> dict:
     elif variant.startswith("ours_sw"):
         from napari_unetseg.core.device import autocast_dtype, configure_threads
         from napari_unetseg.core.inference import sliding_window
+        from napari_unetseg.core.inference.windows import inference_window
 
         configure_threads(cfg.train.threads)
+        if a.get("overlap"):
+            cfg.infer.overlap = float(a["overlap"])
         dtype = autocast_dtype(device, "bfloat16" if bf16 else "float32")
         if a.get("channels_last"):
             model = model.to(memory_format=torch.channels_last_3d)
         res["dtype"] = "float32" if dtype is None else str(dtype).replace("torch.", "")
 
+        # the window `predict` uses for this volume (the patch, grown along short axes)
+        win = inference_window(image.shape[1:], window, cfg.infer.overlap, model.divisor)
+        res["window"] = list(win)
+
         def call(img):
             return drain_sliding_window(
-                sliding_window(model, img, window, cfg.infer, device=device, dtype=dtype)
+                sliding_window(model, img, win, cfg.infer, device=device, dtype=dtype)
             )
 
     elif variant == "ours_predict":
@@ -301,11 +312,15 @@ def worker(a: dict) -> dict:
         from napari_unetseg.core.device import autocast_dtype
         from napari_unetseg.core.events import run_to_completion
         from napari_unetseg.core.inference import predict
+        from napari_unetseg.core.inference.windows import inference_window
 
         ckpt = load_checkpoint(workdir / "model.safetensors")
         ckpt.config.infer.device = str(device)
         dt = autocast_dtype(device, ckpt.config.infer.precision)
         res["dtype"] = "float32" if dt is None else str(dt).replace("torch.", "")
+        res["window"] = list(
+            inference_window(image.shape[1:], window, ckpt.config.infer.overlap, model.divisor)
+        )
 
         def call(img):
             # what `unetseg predict` does without --probabilities: labels only
@@ -350,6 +365,16 @@ def _sw_batch(variant: str, planned: int) -> int:
     return planned
 
 
+def _overlap(variant: str, ours: float) -> float:
+    """Window overlap of a variant: MONAI's tutorial value, ours from the model, or the
+    other tool's where the variant says so (``_o25`` / ``_o125``)."""
+    if "_o25" in variant:
+        return 0.25
+    if "_o125" in variant:
+        return 0.125
+    return MONAI_OVERLAP if variant.startswith("monai") else ours
+
+
 def _mean_dice(labels: np.ndarray, truth: np.ndarray) -> float:
     """Mean foreground Dice of (Z, Y, X) labels against the sample's dense truth."""
     out = []
@@ -367,7 +392,9 @@ def _goals(rows: list[dict], tag: str) -> dict:
         monai = [
             r
             for r in mine
-            if r["variant"].startswith("monai") and r["variant"].endswith("_bf16") == bool(suffix)
+            if r["variant"].startswith("monai")
+            and r["variant"].endswith("_bf16") == bool(suffix)
+            and r.get("overlap") == MONAI_OVERLAP
         ]
         ours = next((r for r in mine if r["variant"] == f"ours_sw{suffix}"), None)
         if not monai or ours is None:
@@ -421,6 +448,11 @@ def run(args) -> dict:
                 suffix = "" if prec == "float32" else "_bf16"
                 variants += [f"monai_sw{b}{suffix}" for b in batches]
                 variants.append(f"ours_sw{suffix}")
+                if args.compare_overlaps and not large:
+                    # each tool at the other's overlap: which part of a gap is the layout
+                    other = "o125" if info["overlap"] == MONAI_OVERLAP else "o25"
+                    variants.append(f"ours_sw_{other}{suffix}")
+                    variants.append(f"monai_sw{max(batches)}_o125{suffix}")
             if info["has_checkpoint"]:
                 variants.append("ours_predict")
             tag = "x".join(map(str, shape))
@@ -439,6 +471,7 @@ def run(args) -> dict:
                             "variant": variant,
                             "window": window,
                             "sw_batch_size": _sw_batch(variant, wb),
+                            "overlap": _overlap(variant, info["overlap"]),
                             "raw_path": str(raw_path),
                             "device": args.device,
                             "norm_path": str(norm_path),
@@ -462,6 +495,7 @@ def run(args) -> dict:
                         "size": tag,
                         "variant": v,
                         "sw_batch": _sw_batch(v, wb),
+                        "overlap": _overlap(v, info["overlap"]),
                         "dice_vs_truth": _mean_dice(labels, truth),
                         "repeats": reps,
                         "seconds": sec,
@@ -484,6 +518,7 @@ def run(args) -> dict:
                         "agreement_pct": 100.0 * float((labels == ref_labels).mean()),
                         "threads": runs[v][0].get("threads"),
                         "dtype": runs[v][0].get("dtype"),
+                        "window": "x".join(map(str, runs[v][0].get("window", window))),
                         "peak_device_mib": runs[v][0].get("peak_device_mib"),
                     }
                 )
@@ -495,7 +530,7 @@ def run(args) -> dict:
         "environment": env,
         "setup": {
             **info,
-            "overlap": 0.25,
+            "overlap": {"monai": MONAI_OVERLAP, "ours": info["overlap"]},
             "blend": "gaussian, sigma_scale 0.125 (MONAI); ours: InferConfig default",
             "reference": "monai.inferers.sliding_window_inference, float32, torch.no_grad",
         },
@@ -516,7 +551,9 @@ def print_table(data: dict) -> None:
             [
                 ("size", "volume", ""),
                 ("variant", "variant", ""),
+                ("window", "window", ""),
                 ("sw_batch", "batch", "d"),
+                ("overlap", "overlap", ".3g"),
                 ("dtype", "dtype", ""),
                 ("seconds", "seconds", ".2f"),
                 ("mvoxels_per_second", "Mvox/s", ".3f"),
@@ -555,6 +592,11 @@ def main(argv=None) -> int:
         "--all-variants",
         action="store_true",
         help="all MONAI window batches on large volumes (default: 1 and ours)",
+    )
+    p.add_argument(
+        "--compare-overlaps",
+        action="store_true",
+        help="also ours at the other overlap (0.125 / 0.25) and MONAI at 0.125",
     )
     p.add_argument("--monai-batches", default="1,2,4,8", help="MONAI sw_batch_size values to try")
     p.add_argument(
