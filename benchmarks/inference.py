@@ -261,7 +261,7 @@ def worker(a: dict) -> dict:
         from monai.inferers import sliding_window_inference
 
         sw = int(a["sw_batch_size"])
-        overlap = float(a.get("overlap") or MONAI_OVERLAP)
+        overlap = float(a["overlap"])
         res["dtype"] = "bfloat16" if bf16 else "float32"
 
         def predictor(x):
@@ -291,8 +291,7 @@ def worker(a: dict) -> dict:
         from napari_unetseg.core.inference.windows import inference_window
 
         configure_threads(cfg.train.threads)
-        if a.get("overlap"):
-            cfg.infer.overlap = float(a["overlap"])
+        cfg.infer.overlap = float(a["overlap"])
         dtype = autocast_dtype(device, "bfloat16" if bf16 else "float32")
         if a.get("channels_last"):
             model = model.to(memory_format=torch.channels_last_3d)
@@ -311,16 +310,14 @@ def worker(a: dict) -> dict:
         from napari_unetseg.core.checkpoint import load_checkpoint
         from napari_unetseg.core.device import autocast_dtype
         from napari_unetseg.core.events import run_to_completion
-        from napari_unetseg.core.inference import predict
-        from napari_unetseg.core.inference.windows import inference_window
+        from napari_unetseg.core.inference import predict, prediction_window
 
         ckpt = load_checkpoint(workdir / "model.safetensors")
         ckpt.config.infer.device = str(device)
         dt = autocast_dtype(device, ckpt.config.infer.precision)
         res["dtype"] = "float32" if dt is None else str(dt).replace("torch.", "")
-        res["window"] = list(
-            inference_window(image.shape[1:], window, ckpt.config.infer.overlap, model.divisor)
-        )
+        overlap = ckpt.config.infer.overlap
+        res["window"] = list(prediction_window(ckpt, image.shape[1:], overlap, model.divisor))
 
         def call(img):
             # what `unetseg predict` does without --probabilities: labels only

@@ -18,7 +18,7 @@ from napari_unetseg.core.blockwise import predict_blockwise  # noqa: E402
 from napari_unetseg.core.checkpoint import Checkpoint  # noqa: E402
 from napari_unetseg.core.config import Config  # noqa: E402
 from napari_unetseg.core.events import CancelToken, Done, Progress, run_to_completion  # noqa: E402
-from napari_unetseg.core.inference import predict_volume  # noqa: E402
+from napari_unetseg.core.inference import predict_volume, prediction_window  # noqa: E402
 from napari_unetseg.core.io import OutputExistsError, meta_from_array, read_labels  # noqa: E402
 from napari_unetseg.core.metrics import instance_metrics  # noqa: E402
 from napari_unetseg.core.postprocess import instance_labels  # noqa: E402
@@ -106,8 +106,9 @@ def test_blockwise_labels_equal_a_whole_volume_prediction(model):
     events = list(predict_blockwise(model, image[None], out, block=(8, 16, 16)))
     done = events[-1]
     assert isinstance(done, Done)
-    window = tuple(model.config.data.patch_size)
-    n = len(plan_blocks(image.shape, window, model.config.infer.overlap, block=(8, 16, 16)).blocks)
+    overlap = model.config.infer.overlap
+    window = prediction_window(model, image.shape, overlap, model.build_model("cpu").divisor)
+    n = len(plan_blocks(image.shape, window, overlap, block=(8, 16, 16)).blocks)
     assert n > 1
     assert done.result.blocks == n
     assert [e.done for e in events if isinstance(e, Progress)] == list(range(n + 1))
@@ -192,10 +193,11 @@ def test_stitched_instances_match_a_whole_volume_watershed(seed):
     done = run_to_completion(
         predict_blockwise(ckpt, probs, labels, instances=ids, block=(12, 24, 24))
     )
+    overlap = ckpt.config.infer.overlap
     planned = plan_blocks(
         truth.shape,
-        tuple(ckpt.config.data.patch_size),
-        ckpt.config.infer.overlap,
+        prediction_window(ckpt, truth.shape, overlap),  # the oracle network has no divisor
+        overlap,
         block=(12, 24, 24),
         instances=True,
     )

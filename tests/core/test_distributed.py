@@ -20,6 +20,7 @@ from napari_unetseg.core.blockwise import predict_blockwise  # noqa: E402
 from napari_unetseg.core.checkpoint import save_checkpoint  # noqa: E402
 from napari_unetseg.core.config import Config  # noqa: E402
 from napari_unetseg.core.events import run_to_completion  # noqa: E402
+from napari_unetseg.core.inference import prediction_window  # noqa: E402
 from napari_unetseg.core.io import meta_from_array, read_labels, write_image  # noqa: E402
 from napari_unetseg.core.sample import make_sample  # noqa: E402
 from napari_unetseg.core.training import train  # noqa: E402
@@ -84,7 +85,8 @@ def test_two_workers_agree_with_one_process(client, models, volume, tmp_path, ta
             instances=inst if task == "instances" else None,
         )
     )
-    window, overlap = tuple(ckpt.config.data.patch_size), ckpt.config.infer.overlap
+    overlap = ckpt.config.infer.overlap
+    window = prediction_window(ckpt, labels.shape, overlap, ckpt.build_model("cpu").divisor)
     planned = plan_blocks(labels.shape, window, overlap, block=(8, 16, 16))
     assert len(planned.blocks) > 2
     assert done.result.blocks == len(planned.blocks)

@@ -80,8 +80,7 @@ class BlockPredictor:
     def __init__(self, checkpoint: Any, config: Any = None, spatial: Sequence[int] = ()):
         from .device import autocast_dtype, select_device
         from .inference.memory import auto_window_batch
-        from .inference.prediction import _check_weights, _default_window, _Normalize
-        from .inference.windows import inference_window
+        from .inference.prediction import _check_weights, _Normalize, prediction_window
 
         self.checkpoint = checkpoint
         config = config if config is not None else checkpoint.config.infer
@@ -96,11 +95,8 @@ class BlockPredictor:
         self.dtype = autocast_dtype(self.device, config.precision)
         self.model = checkpoint.build_model(self.device)
         # the window a whole-volume prediction of this volume uses, so blocks agree with it
-        self.window = inference_window(
-            tuple(spatial),
-            _default_window(checkpoint, tuple(spatial)),
-            config.overlap,
-            getattr(self.model, "divisor", None),
+        self.window = prediction_window(
+            checkpoint, tuple(spatial), config.overlap, getattr(self.model, "divisor", None)
         )
         batch = config.window_batch or auto_window_batch(self.window, self.device, self.model)
         self.config = dataclasses.replace(config, window_batch=batch)

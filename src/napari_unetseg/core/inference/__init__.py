@@ -24,7 +24,8 @@ The modules follow the data flow:
 * :mod:`.engine`: the batched blending engine and its finished :class:`Slab` objects;
 * :mod:`.sliding`: :func:`sliding_window_slabs` (any network, a normalised image in,
   finished slabs out) and :func:`sliding_window` (the whole probability map);
-* :mod:`.prediction`: :func:`predict_grid`: a
+* :mod:`.prediction`: :func:`predict_grid` (and :func:`prediction_window`, the window it
+  uses): a
   :class:`~napari_unetseg.core.checkpoint.Checkpoint` and a raw image in, a
   :class:`Prediction` out (labels, probabilities, boundary map, watershed instances), in
   the model's own grid;
@@ -43,7 +44,7 @@ from .memory import CPU_BATCH_VOXELS, CPU_WINDOW_BATCH, MAX_AUTO_WINDOW_BATCH, a
 from .memory import _oom_errors as _oom_errors
 from .memory import _ShrinkWindow as _ShrinkWindow
 from .memory import _smaller_window as _smaller_window
-from .prediction import Prediction, predict_grid
+from .prediction import Prediction, predict_grid, prediction_window
 from .prediction import _default_window as _default_window
 from .prediction import _validate_against_checkpoint as _validate_against_checkpoint
 from .sliding import _slabs_one_window as _slabs_one_window
@@ -81,6 +82,7 @@ __all__ = [
     "predict",
     "predict_grid",
     "predict_volume",
+    "prediction_window",
     "sliding_window",
     "sliding_window_slabs",
     "window_grid",

@@ -233,10 +233,10 @@ class _Engine:
         single = (
             self.device.type == "cpu" and self.dtype is None and x.ndim == 5 and x.shape[0] == 1
         )
+        if single:
+            x = torch.cat([x, x])
         for axes in self.flips:
             xi = torch.flip(x, axes) if axes else x
-            if single:
-                xi = torch.cat([xi, xi])
             if self.dtype is not None:
                 with torch.autocast(device_type=self.device.type, dtype=self.dtype):
                     y = self.model(xi)
@@ -244,14 +244,14 @@ class _Engine:
                 y = self.model(xi)
             if isinstance(y, (list, tuple)):
                 y = y[0]
-            y = y[:1].float() if single else y.float()
+            y = y.float()
             if axes:
                 y = torch.flip(y, axes)
             total = y if total is None else total + y
         assert total is not None  # self.flips always holds the identity ()
         if len(self.flips) > 1:
             total = total / len(self.flips)
-        return total
+        return total[:1] if single else total
 
     def _forward_reusing_constant(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`_forward` for ``x`` ``(B, C, *window)``, computing each window whose input is

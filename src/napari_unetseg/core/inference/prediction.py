@@ -151,6 +151,15 @@ def _default_window(checkpoint: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(min(s, c) for s, c in zip(shape, cap))
 
 
+def prediction_window(
+    checkpoint: Any, shape: tuple[int, ...], overlap: float, divisor: Any = None
+) -> tuple[int, ...]:
+    """The window ``predict`` uses for an image of spatial ``shape``: the training patch
+    (:func:`_default_window`), grown along short axes (:func:`.windows.inference_window`).
+    Whole-volume and blockwise prediction both take it from here, so they agree."""
+    return inference_window(shape, _default_window(checkpoint, shape), overlap, divisor)
+
+
 class _Normalize:
     """The per-window transform: ``(C, *crop)`` raw -> ``(C, *crop)`` float32, normalised
     as the training image was (``normalizer`` ``None``: only converted)."""
@@ -194,7 +203,8 @@ def predict_grid(
             a semantic prediction holds only the labels and one slab of probabilities at a
             time.
         cancel: checked between forward passes.
-        window: window size per spatial axis; default: the training patch size.
+        window: window size per spatial axis; default: :func:`prediction_window` (the
+            training patch, grown along axes little longer than it).
         probabilities_dtype: ``"float32"`` or ``"float16"`` (half the memory) for the
             kept probabilities.
 
@@ -237,9 +247,7 @@ def predict_grid(
 
     model = checkpoint.build_model(device)
     divisor = getattr(model, "divisor", None)
-    if win is None:
-        patch = _default_window(checkpoint, spatial)
-        win = inference_window(spatial, patch, config.overlap, divisor)
+    win = win or prediction_window(checkpoint, spatial, config.overlap, divisor)
     n = check_window_layout(spatial, win, config.overlap, divisor)
     batch = config.window_batch or auto_window_batch(win, device, model)
     precision = "float32" if dtype is None else str(dtype).replace("torch.", "")
