@@ -108,6 +108,7 @@ def test_build_model_gives_the_same_predictions(tmp_path):
     x = torch.randn(1, 2, 9, 17, 15)
     m1, m2 = ckpt.build_model(), back.build_model()
     assert not m2.training
+    assert m2.channels_last  # a 3D network on the CPU runs channels-last
     with torch.no_grad():
         assert torch.equal(m1(x), m2(x))
 

@@ -560,3 +560,25 @@ def test_predict_labels_only_never_holds_full_probabilities(postprocess):
     assert pred.labels.shape == shape
     # labels (1/16 of full) + blending buffers and one slab, each about 28/512 of full
     assert peak < 0.4 * full, f"peak {peak / 2**20:.2f} MiB vs full {full / 2**20:.2f} MiB"
+
+
+def test_huge_image_gives_finite_probabilities_equal_to_torch_instance_norm():
+    """A pass whose logits are not finite (the CPU's fast instance norm overflows on an
+    image of 1e30) is retried with torch's instance norm: finite, and the same
+    probabilities as a network built with torch's InstanceNorm3d."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(base_width=4, depth=3, num_classes=2)
+    net = UNet(cfg).eval().use_channels_last()
+    reference = UNet(cfg).eval()
+    for module in list(reference.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child).__name__ == "InstanceNorm":
+                plain = torch.nn.InstanceNorm3d(child.num_channels, eps=child.eps, affine=True)
+                setattr(module, child_name, plain)
+    reference.load_state_dict(net.state_dict())
+    image = (np.random.default_rng(0).random((1, 12, 16, 16)) * 1e30).astype(np.float32)
+    probs, _ = _drain(sliding_window(net, image, (8, 16, 16), InferConfig()))
+    expected, _ = _drain(sliding_window(reference, image, (8, 16, 16), InferConfig()))
+    probs, expected = np.asarray(probs), np.asarray(expected)
+    assert np.isfinite(probs).all()
+    np.testing.assert_allclose(probs, expected, atol=1e-4)

@@ -6,12 +6,15 @@ import torch.nn.functional as F
 
 from napari_unetseg.core.config import ConfigError, ModelConfig
 from napari_unetseg.core.model import (
+    InstanceNorm,
     UNet,
     count_parameters,
     default_pool,
     group_count,
     level_widths,
     pool_divisor,
+    prefers_channels_last,
+    stable_norms,
 )
 
 
@@ -60,8 +63,80 @@ def test_each_norm_trains_one_step(norm):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
     kinds = {type(m).__name__ for m in net.modules()}
-    expected = {"instance": "InstanceNorm3d", "batch": "BatchNorm3d", "group": "GroupNorm"}
+    expected = {"instance": "InstanceNorm", "batch": "BatchNorm3d", "group": "GroupNorm"}
     assert expected[norm] in kinds
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_instance_norm_matches_torch_and_loads_its_weights(dims):
+    """The CPU group-norm path gives torch's instance norm, forward and backward, and
+    the parameters of torch's InstanceNormNd(affine=True) load unchanged (saved models)."""
+    torch.manual_seed(0)
+    reference = (torch.nn.InstanceNorm3d if dims == 3 else torch.nn.InstanceNorm2d)(
+        6, eps=1e-5, affine=True
+    )
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 2.0)
+        reference.bias.uniform_(-1.0, 1.0)
+    ours = InstanceNorm(6)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = (3.0 + 2.0 * torch.randn(2, 6, *(5,) * dims)).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = ours(x), reference(x_ref)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    y_ref.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    # channels-last input: same numbers, and the layout is kept (no copy to channels-first)
+    if dims == 3:
+        xl = x.detach().contiguous(memory_format=torch.channels_last_3d)
+        yl = ours(xl)
+        assert yl.is_contiguous(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(yl, y.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_stable_norms_use_torch_instance_norm_for_huge_maps():
+    """Maps of 1e30 overflow float32 sums of squares; inside stable_norms the norm is
+    torch's instance norm (float64 sums on the CPU): finite, and equal to it."""
+    torch.manual_seed(0)
+    reference = torch.nn.InstanceNorm3d(4, eps=1e-5, affine=True)
+    net = torch.nn.Sequential(InstanceNorm(4))
+    x = torch.randn(2, 4, 6, 6, 6) * 1e30
+    with stable_norms(net):
+        assert net[0].stable
+        y = net(x)
+    assert not net[0].stable  # restored after the block
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_network_gives_the_same_logits():
+    torch.manual_seed(0)
+    net = UNet(tiny(num_classes=3)).eval()
+    x = torch.randn(2, 1, 9, 20, 21)
+    with torch.no_grad():
+        plain = net(x)
+        assert net.use_channels_last() is net
+        assert net.channels_last
+        fast = net(x)  # a contiguous input is converted by the network
+        weight = net.encoder[1][0][0].weight
+        assert weight.is_contiguous(memory_format=torch.channels_last_3d)
+        assert not weight.is_contiguous()
+        net.use_channels_last(False)
+        back = net(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(back, plain, rtol=1e-4, atol=1e-5)
+    assert net.encoder[1][0][0].weight.is_contiguous()
+    # 2D networks keep the default layout
+    net2 = UNet(tiny(spatial_dims=2)).use_channels_last()
+    assert not net2.channels_last
+    assert prefers_channels_last("cpu", 3)
+    assert prefers_channels_last(torch.device("cpu"), 3)
+    assert not prefers_channels_last("cpu", 2)
+    assert not prefers_channels_last("cuda:0", 3)
+    assert not prefers_channels_last("mps", 3)
 
 
 def test_widths_double_per_level_and_are_capped():

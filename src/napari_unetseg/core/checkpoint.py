@@ -97,8 +97,9 @@ class Checkpoint:
         return int(self.config.model.num_classes)
 
     def build_model(self, device: torch.device | str = "cpu") -> UNet:
-        """The network with these weights on ``device``, in eval mode."""
-        from .model import UNet
+        """The network with these weights on ``device``, in eval mode, in the memory
+        layout that is fastest there (:func:`~.model.prefers_channels_last`)."""
+        from .model import UNet, prefers_channels_last
 
         model = UNet(self.config.model)
         try:
@@ -109,7 +110,8 @@ class Checkpoint:
                 f"the weights in this model file do not fit its own architecture ({first}); "
                 "the file is damaged or was edited: retrain it or load another model"
             ) from e
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        return model.use_channels_last(prefers_channels_last(device, model.spatial_dims))
 
 
 # --------------------------------------------------------------------------- optimizer

@@ -7,6 +7,8 @@ The layout follows the U-Net of Ronneberger et al. (2015) and its 3D form (Çiç
   at 320 (3D) or 512 (2D) as in nnU-Net, so deep networks stay affordable;
 * every level holds two 3x3(x3) convolutions, each followed by a normalisation
   (instance norm with affine parameters, batch norm or group norm) and LeakyReLU(0.01);
+  instance norm is computed by torch's group-norm kernel on the CPU (see
+  :class:`InstanceNorm`);
 * the encoder goes down with a strided convolution (default, as nnU-Net) or a max-pool
   whose kernel/stride is the level's entry of ``cfg.pool``: ``[1, 2, 2]`` halves Y and X
   and keeps Z, which suits volumes with thick slices;
@@ -22,12 +24,18 @@ of :class:`~napari_unetseg.core.config.ModelConfig` alone.
 
 The network accepts any spatial size: :meth:`UNet.forward` pads the input to a multiple
 of the product of the pooling factors along each axis and crops the logits back.
+
+Memory layout: on the CPU a 3D network runs in ``channels_last_3d`` (oneDNN's
+convolutions and the group-norm kernel work in that layout without copies);
+:func:`prefers_channels_last` is the rule, :meth:`UNet.use_channels_last` applies it, and
+training and prediction both call them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +51,63 @@ DOWNSAMPLING = ("conv", "maxpool")
 _NORMS = (nn.InstanceNorm2d, nn.InstanceNorm3d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
 
 
+class InstanceNorm(nn.GroupNorm):
+    """Instance normalisation with a learned scale and shift per channel, for 2D and 3D.
+
+    The same numbers and the same parameters (``weight``, ``bias``) as torch's
+    ``InstanceNorm2d/3d(affine=True)``, so models saved with either load into the other.
+    On the CPU it is computed as group normalisation with one channel per group: torch's
+    group-norm kernel works in the tensor's own memory layout, while its instance norm
+    copies a channels-last tensor to channels-first and back (with ``channels_last_3d``
+    the default network predicts 1.45x faster and trains 1.1x faster per step on 2 AMD
+    EPYC cores; on 2D maps the kernel alone is 2x faster). Other devices use torch's
+    instance norm, as before.
+
+    The group-norm kernel sums squares in float32, so it overflows to NaN for maps above
+    about 1e19 (an image of 1e30 given to a model trained on ordinary intensities), where
+    torch's instance norm on the CPU sums in float64 and stays finite; inside
+    :func:`stable_norms` the module uses the latter (prediction retries a pass that way
+    when its logits are not finite).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__(channels, channels, eps=eps, affine=True)
+        self.stable = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not self.stable:
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}"
+
+
+@contextmanager
+def stable_norms(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, the :class:`InstanceNorm` layers of ``model`` use torch's
+    instance-norm kernel (float64 sums on the CPU: finite for huge activations)."""
+    norms = [m for m in model.modules() if isinstance(m, InstanceNorm)]
+    before = [m.stable for m in norms]
+    for m in norms:
+        m.stable = True
+    try:
+        yield model
+    finally:
+        for m, flag in zip(norms, before):
+            m.stable = flag
+
+
+def prefers_channels_last(device: torch.device | str, spatial_dims: int) -> bool:
+    """Whether a network runs in ``channels_last_3d`` on ``device``: 3D networks on the CPU.
+
+    On CUDA the layout is left to cuDNN (not measured there), and 2D networks keep the
+    default layout.
+    """
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    return kind == "cpu" and spatial_dims == 3
+
+
 def level_widths(base_width: int, depth: int, spatial_dims: int = 3) -> list[int]:
     """Feature maps per level: ``base_width * 2**level`` capped at :data:`MAX_WIDTH`."""
     cap = MAX_WIDTH[spatial_dims]
@@ -56,8 +121,7 @@ def default_pool(spatial_dims: int, depth: int) -> list[list[int]]:
 
 def _norm(kind: str, channels: int, spatial_dims: int) -> nn.Module:
     if kind == "instance":
-        instance = nn.InstanceNorm3d if spatial_dims == 3 else nn.InstanceNorm2d
-        return instance(channels, eps=1e-5, affine=True)
+        return InstanceNorm(channels, eps=1e-5)
     if kind == "batch":
         batch = nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d
         return batch(channels, eps=1e-5)
@@ -193,6 +257,7 @@ class UNet(nn.Module):
         self.divisor = pool_divisor(pool, d)
         self.pad_mode = pad_mode
         self.downsampling = downsampling
+        self.channels_last = False
 
         max_pool = nn.MaxPool3d if d == 3 else nn.MaxPool2d
 
@@ -233,6 +298,18 @@ class UNet(nn.Module):
             elif isinstance(m, _NORMS) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def use_channels_last(self, enable: bool = True) -> UNet:
+        """Hold the weights in ``channels_last_3d`` and feed every input that way (3D
+        networks only; ``enable=False`` goes back to the default layout). Returns ``self``.
+
+        The logits come out channels-last too; the numbers do not change.
+        """
+        self.channels_last = bool(enable) and self.spatial_dims == 3
+        layout = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        # torch's stubs lack the memory_format keyword of Module.to
+        self.to(memory_format=layout)  # type: ignore[call-overload]
+        return self
 
     def padded_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
         """Smallest spatial shape >= ``spatial`` that the network can take without padding.
@@ -278,6 +355,8 @@ class UNet(nn.Module):
             else:
                 x = F.pad(x, pad, mode="constant", value=0.0)
 
+        if self.channels_last and x.ndim == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         skips = []
         for level, block in enumerate(self.encoder):
             if level > 0:

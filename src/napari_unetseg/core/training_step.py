@@ -65,7 +65,7 @@ class Optimisation:
         """Model (on the device), optimizer, loss, loss scaler and step guard; from
         ``resume`` the weights and optimizer state when given."""
         from .losses import SparseCEDiceLoss
-        from .model import UNet
+        from .model import UNet, prefers_channels_last
 
         cfg = self.config
         torch.manual_seed(int(cfg.train.seed))
@@ -73,10 +73,8 @@ class Optimisation:
         if resume is not None:
             self.model.load_state_dict(resume.state_dict)
         self.model.to(self.device)
-        self.channels_last = self.device.type == "cpu" and net_dims == 3
-        if self.channels_last:
-            # torch's stubs lack the memory_format keyword of Module.to
-            self.model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        self.channels_last = prefers_channels_last(self.device, net_dims)
+        self.model.use_channels_last(self.channels_last)
         # the network as the training step calls it: in DistributedDataParallel under
         # torchrun, compiled on request (validation and previews keep the eager module,
         # which shares the weights)

@@ -237,14 +237,14 @@ class _Engine:
             x = torch.cat([x, x])
         for axes in self.flips:
             xi = torch.flip(x, axes) if axes else x
-            if self.dtype is not None:
-                with torch.autocast(device_type=self.device.type, dtype=self.dtype):
-                    y = self.model(xi)
-            else:
-                y = self.model(xi)
-            if isinstance(y, (list, tuple)):
-                y = y[0]
-            y = y.float()
+            y = self._network(xi)
+            if not bool(torch.isfinite(y.sum())):
+                # e.g. an image of 1e30: the CPU's fast instance norm overflows where
+                # torch's own (float64 sums) does not; retry this pass with the latter
+                from ..model import stable_norms
+
+                with stable_norms(self.model):
+                    y = self._network(xi)
             if axes:
                 y = torch.flip(y, axes)
             total = y if total is None else total + y
@@ -252,6 +252,19 @@ class _Engine:
         if len(self.flips) > 1:
             total = total / len(self.flips)
         return total[:1] if single else total
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits for ``x``, float32, in the default memory layout."""
+        import torch
+
+        if self.dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+                y = self.model(x)
+        else:
+            y = self.model(x)
+        if isinstance(y, (list, tuple)):
+            y = y[0]
+        return y.float().contiguous()  # a channels-last network gives channels-last logits
 
     def _forward_reusing_constant(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`_forward` for ``x`` ``(B, C, *window)``, computing each window whose input is
