@@ -12,10 +12,14 @@ from one variant to the next), repeats interleaved, medians reported:
                   ``torch.no_grad()``, softmax of the blended logits;
 * ``monai_swB``   MONAI with ``sw_batch_size`` B (``--monai-batches``, default 1,2,4,8: MONAI
                   tuned as ours is), ``_bf16``: the network under bfloat16 autocast
-                  (the blending in float32), as ``ours_sw_bf16``;
+                  (the blending in float32), as ``ours_sw_bf16``; the network in the
+                  default memory layout, as MONAI's tutorials run it; ``_cl``
+                  (``--compare-layouts``): in the layout ours uses
+                  (``UNet.use_channels_last``), to show how much of a gap is the layout;
 * ``ours_sw``     :func:`napari_unetseg.core.inference.sliding_window` with the default
-                  :class:`InferConfig` (window batch as planned), float32; ``_bf16``:
-                  bfloat16 autocast;
+                  :class:`InferConfig` (window batch as planned) and the memory layout
+                  ``predict`` uses (:func:`napari_unetseg.core.model.prefers_channels_last`),
+                  float32; ``_bf16``: bfloat16 autocast;
 * ``ours_predict`` :func:`napari_unetseg.core.inference.predict` from the raw image
                   (normalisation, sliding window, argmax: the whole user-facing call),
                   labels only (``keep_probabilities=False``), as ``unetseg predict``
@@ -263,6 +267,8 @@ def worker(a: dict) -> dict:
         sw = int(a["sw_batch_size"])
         overlap = float(a["overlap"])
         res["dtype"] = "bfloat16" if bf16 else "float32"
+        model.use_channels_last("_cl" in variant)
+        res["channels_last"] = model.channels_last
 
         def predictor(x):
             # mixed precision for the network only; MONAI blends what it returns, so
@@ -293,8 +299,11 @@ def worker(a: dict) -> dict:
         configure_threads(cfg.train.threads)
         cfg.infer.overlap = float(a["overlap"])
         dtype = autocast_dtype(device, "bfloat16" if bf16 else "float32")
-        if a.get("channels_last"):
-            model = model.to(memory_format=torch.channels_last_3d)
+        from napari_unetseg.core.model import prefers_channels_last
+
+        # the layout `predict` gives the network on this device (build_model)
+        model.use_channels_last(prefers_channels_last(device, model.spatial_dims))
+        res["channels_last"] = model.channels_last
         res["dtype"] = "float32" if dtype is None else str(dtype).replace("torch.", "")
 
         # the window `predict` uses for this volume (the patch, grown along short axes)
@@ -392,6 +401,15 @@ def _goals(rows: list[dict], tag: str) -> dict:
             if r["variant"].startswith("monai")
             and r["variant"].endswith("_bf16") == bool(suffix)
             and r.get("overlap") == MONAI_OVERLAP
+            and "_cl" not in r["variant"]
+        ]
+        monai_cl = [
+            r
+            for r in mine
+            if r["variant"].startswith("monai")
+            and r["variant"].endswith("_bf16") == bool(suffix)
+            and r.get("overlap") == MONAI_OVERLAP
+            and "_cl" in r["variant"]
         ]
         ours = next((r for r in mine if r["variant"] == f"ours_sw{suffix}"), None)
         if not monai or ours is None:
@@ -406,6 +424,10 @@ def _goals(rows: list[dict], tag: str) -> dict:
             "speed_goal_met": ratio >= GOAL_RATIO,
             "dice_goal_met": abs(ours["dice_vs_truth"] - best["dice_vs_truth"]) <= 0.005,
         }
+        if monai_cl:  # MONAI given ours' memory layout: the part of the gap that is layout
+            best_cl = min(monai_cl, key=lambda r: r["seconds"])
+            out[prec]["monai_channels_last"] = best_cl["variant"]
+            out[prec]["ratio_vs_monai_channels_last"] = best_cl["seconds"] / ours["seconds"]
     return out
 
 
@@ -450,6 +472,8 @@ def run(args) -> dict:
                     other = "o125" if info["overlap"] == MONAI_OVERLAP else "o25"
                     variants.append(f"ours_sw_{other}{suffix}")
                     variants.append(f"monai_sw{max(batches)}_o125{suffix}")
+                if args.compare_layouts:
+                    variants.append(f"monai_sw{max(batches)}_cl{suffix}")
             if info["has_checkpoint"]:
                 variants.append("ours_predict")
             tag = "x".join(map(str, shape))
@@ -517,6 +541,7 @@ def run(args) -> dict:
                         "dtype": runs[v][0].get("dtype"),
                         "window": "x".join(map(str, runs[v][0].get("window", window))),
                         "peak_device_mib": runs[v][0].get("peak_device_mib"),
+                        "channels_last": runs[v][0].get("channels_last"),
                     }
                 )
     goals = {tag: _goals(rows, tag) for tag in {r["size"] for r in rows}}
@@ -594,6 +619,11 @@ def main(argv=None) -> int:
         "--compare-overlaps",
         action="store_true",
         help="also ours at the other overlap (0.125 / 0.25) and MONAI at 0.125",
+    )
+    p.add_argument(
+        "--compare-layouts",
+        action="store_true",
+        help="also MONAI at its largest window batch with the network channels-last, as ours",
     )
     p.add_argument("--monai-batches", default="1,2,4,8", help="MONAI sw_batch_size values to try")
     p.add_argument(
