@@ -299,10 +299,7 @@ def worker(a: dict) -> dict:
         configure_threads(cfg.train.threads)
         cfg.infer.overlap = float(a["overlap"])
         dtype = autocast_dtype(device, "bfloat16" if bf16 else "float32")
-        from napari_unetseg.core.model import prefers_channels_last
-
-        # the layout `predict` gives the network on this device (build_model)
-        model.use_channels_last(prefers_channels_last(device, model.spatial_dims))
+        model.place(device)  # the layout `predict` gives the network (build_model)
         res["channels_last"] = model.channels_last
         res["dtype"] = "float32" if dtype is None else str(dtype).replace("torch.", "")
 
@@ -395,22 +392,16 @@ def _goals(rows: list[dict], tag: str) -> dict:
     out: dict[str, Any] = {}
     mine = [r for r in rows if r["size"] == tag]
     for suffix, prec in (("", "float32"), ("_bf16", "bfloat16")):
-        monai = [
+        same = [
             r
             for r in mine
             if r["variant"].startswith("monai")
             and r["variant"].endswith("_bf16") == bool(suffix)
             and r.get("overlap") == MONAI_OVERLAP
-            and "_cl" not in r["variant"]
         ]
-        monai_cl = [
-            r
-            for r in mine
-            if r["variant"].startswith("monai")
-            and r["variant"].endswith("_bf16") == bool(suffix)
-            and r.get("overlap") == MONAI_OVERLAP
-            and "_cl" in r["variant"]
-        ]
+        # MONAI as its tutorials run it, and MONAI given ours' layout (--compare-layouts)
+        monai = [r for r in same if "_cl" not in r["variant"]]
+        monai_cl = [r for r in same if "_cl" in r["variant"]]
         ours = next((r for r in mine if r["variant"] == f"ours_sw{suffix}"), None)
         if not monai or ours is None:
             continue

@@ -577,8 +577,13 @@ def test_huge_image_gives_finite_probabilities_equal_to_torch_instance_norm():
                 setattr(module, child_name, plain)
     reference.load_state_dict(net.state_dict())
     image = (np.random.default_rng(0).random((1, 12, 16, 16)) * 1e30).astype(np.float32)
-    probs, _ = _drain(sliding_window(net, image, (8, 16, 16), InferConfig()))
-    expected, _ = _drain(sliding_window(reference, image, (8, 16, 16), InferConfig()))
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    one_per_pass = InferConfig(window_batch=1)  # 2 windows: 2 passes
+    probs, _ = _drain(sliding_window(net, image, (8, 16, 16), one_per_pass))
+    expected, _ = _drain(sliding_window(reference, image, (8, 16, 16), one_per_pass))
     probs, expected = np.asarray(probs), np.asarray(expected)
     assert np.isfinite(probs).all()
     np.testing.assert_allclose(probs, expected, atol=1e-4)
+    # the first pass is computed twice, the second one directly with torch's norm
+    assert len(calls) == 3

@@ -132,6 +132,9 @@ def test_channels_last_network_gives_the_same_logits():
     # 2D networks keep the default layout
     net2 = UNet(tiny(spatial_dims=2)).use_channels_last()
     assert not net2.channels_last
+    # place(): the device's layout, as build_model and the trainer use it
+    assert UNet(tiny()).place("cpu").channels_last
+    assert not UNet(tiny(spatial_dims=2)).place("cpu").channels_last
     assert prefers_channels_last("cpu", 3)
     assert prefers_channels_last(torch.device("cpu"), 3)
     assert not prefers_channels_last("cpu", 2)

@@ -54,7 +54,9 @@ def annotation(sample):
 
 def test_event_sequence(sample, annotation):
     cfg = tiny_config()
-    events = list(Trainer(sample[0][None], annotation, cfg).run())
+    trainer = Trainer(sample[0][None], annotation, cfg)
+    assert trainer.model.channels_last  # a 3D network trains channels-last on the CPU
+    events = list(trainer.run())
     kinds = [type(e) for e in events]
     assert kinds[0] is Info
     assert kinds[-1] is Done

@@ -98,8 +98,8 @@ class Checkpoint:
 
     def build_model(self, device: torch.device | str = "cpu") -> UNet:
         """The network with these weights on ``device``, in eval mode, in the memory
-        layout that is fastest there (:func:`~.model.prefers_channels_last`)."""
-        from .model import UNet, prefers_channels_last
+        layout that is fastest there (:meth:`~.model.UNet.place`)."""
+        from .model import UNet
 
         model = UNet(self.config.model)
         try:
@@ -110,8 +110,7 @@ class Checkpoint:
                 f"the weights in this model file do not fit its own architecture ({first}); "
                 "the file is damaged or was edited: retrain it or load another model"
             ) from e
-        model = model.to(device).eval()
-        return model.use_channels_last(prefers_channels_last(device, model.spatial_dims))
+        return model.place(device).eval()
 
 
 # --------------------------------------------------------------------------- optimizer

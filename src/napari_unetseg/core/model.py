@@ -27,8 +27,8 @@ of the product of the pooling factors along each axis and crops the logits back.
 
 Memory layout: on the CPU a 3D network runs in ``channels_last_3d`` (oneDNN's
 convolutions and the group-norm kernel work in that layout without copies);
-:func:`prefers_channels_last` is the rule, :meth:`UNet.use_channels_last` applies it, and
-training and prediction both call them.
+:func:`prefers_channels_last` is the rule, :meth:`UNet.place` applies it, and training
+and prediction both call it.
 """
 
 from __future__ import annotations
@@ -298,6 +298,13 @@ class UNet(nn.Module):
             elif isinstance(m, _NORMS) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def place(self, device: torch.device | str) -> UNet:
+        """Move the network to ``device`` in the memory layout that is fastest there
+        (:func:`prefers_channels_last`); training and prediction both call it. Returns
+        ``self``."""
+        self.to(device)
+        return self.use_channels_last(prefers_channels_last(device, self.spatial_dims))
 
     def use_channels_last(self, enable: bool = True) -> UNet:
         """Hold the weights in ``channels_last_3d`` and feed every input that way (3D

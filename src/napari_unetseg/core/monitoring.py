@@ -141,14 +141,17 @@ class Monitoring:
                 crops.append((i, tuple(slice(a, a + w) for a, w in zip(starts, size))))
         return crops
 
-    def _probabilities(self, image: np.ndarray, overlap: float = 0.25) -> np.ndarray:
+    def _probabilities(self, image: np.ndarray, overlap: float | None = None) -> np.ndarray:
         """Softmax probabilities (K, *spatial) of a normalised image (C, *spatial), by
-        sliding windows of the training patch size."""
+        sliding windows of the training patch size; ``overlap`` ``None`` = the run's
+        ``infer.overlap``, as prediction will use."""
         from .inference import sliding_window
 
         window = tuple(min(p, s) for p, s in zip(self.patch_size, image.shape[1:]))
         infer = InferConfig(
-            overlap=overlap, window_batch=self.config.infer.window_batch, blend="gaussian"
+            overlap=self.config.infer.overlap if overlap is None else overlap,
+            window_batch=self.config.infer.window_batch,
+            blend="gaussian",
         )
         self.model.eval()
         probs = None

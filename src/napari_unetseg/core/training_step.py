@@ -15,7 +15,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from . import ddp
@@ -65,16 +64,14 @@ class Optimisation:
         """Model (on the device), optimizer, loss, loss scaler and step guard; from
         ``resume`` the weights and optimizer state when given."""
         from .losses import SparseCEDiceLoss
-        from .model import UNet, prefers_channels_last
+        from .model import UNet
 
         cfg = self.config
         torch.manual_seed(int(cfg.train.seed))
         self.model = UNet(cfg.model)
         if resume is not None:
             self.model.load_state_dict(resume.state_dict)
-        self.model.to(self.device)
-        self.channels_last = prefers_channels_last(self.device, net_dims)
-        self.model.use_channels_last(self.channels_last)
+        self.model.place(self.device)  # channels-last on the CPU: the network converts inputs
         # the network as the training step calls it: in DistributedDataParallel under
         # torchrun, compiled on request (validation and previews keep the eager module,
         # which shares the weights)
@@ -139,12 +136,6 @@ class Optimisation:
             channel_names=list(self.channel_names),
         )
 
-    def _to_device(self, x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(x).to(self.device, non_blocking=True)
-        if self.channels_last and t.ndim == 5:
-            t = t.contiguous(memory_format=torch.channels_last_3d)
-        return t
-
     def _autocast(self) -> AbstractContextManager:
         if self.amp_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
@@ -171,7 +162,7 @@ class Optimisation:
         if self.sampler is None:
             raise RuntimeError("the Trainer is closed; make a new one to train")
         x_np, y_np = self.sampler.sample(ddp.local_batch(self.config.train.batch_size))
-        x = self._to_device(x_np)
+        x = torch.from_numpy(x_np).to(self.device, non_blocking=True)
         y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
         self.model.train()
         with self._autocast():

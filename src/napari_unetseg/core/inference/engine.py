@@ -12,6 +12,7 @@ device runs out of memory, see :mod:`.memory`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ class _Engine:
         # logits (1, K, *window) of windows whose input is one constant value, by value
         self.constant_logits: dict[tuple[float, ...], torch.Tensor] = {}
         self.constant_windows = 0  # windows served from constant_logits or computed once
+        # set when a pass gave non-finite logits: torch's instance norm from then on
+        self.stable_norms = False
 
     #: Compute windows of constant input once per value (see _forward_reusing_constant).
     reuse_constant = True
@@ -238,13 +241,12 @@ class _Engine:
         for axes in self.flips:
             xi = torch.flip(x, axes) if axes else x
             y = self._network(xi)
-            if not bool(torch.isfinite(y.sum())):
+            if not self.stable_norms and not bool(torch.isfinite(y.sum())):
                 # e.g. an image of 1e30: the CPU's fast instance norm overflows where
-                # torch's own (float64 sums) does not; retry this pass with the latter
-                from ..model import stable_norms
-
-                with stable_norms(self.model):
-                    y = self._network(xi)
+                # torch's own (float64 sums) does not; this pass and all later ones use
+                # the latter
+                self.stable_norms = True
+                y = self._network(xi)
             if axes:
                 y = torch.flip(y, axes)
             total = y if total is None else total + y
@@ -257,10 +259,13 @@ class _Engine:
         """The network's logits for ``x``, float32, in the default memory layout."""
         import torch
 
-        if self.dtype is not None:
-            with torch.autocast(device_type=self.device.type, dtype=self.dtype):
-                y = self.model(x)
-        else:
+        norms: contextlib.AbstractContextManager = contextlib.nullcontext()
+        if self.stable_norms:
+            from ..model import stable_norms
+
+            norms = stable_norms(self.model)
+        amp = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+        with norms, amp:
             y = self.model(x)
         if isinstance(y, (list, tuple)):
             y = y[0]
