@@ -22,6 +22,7 @@ from .annotations import IGNORE_INDEX
 from .checkpoint import Checkpoint
 from .config import Config
 from .events import Info
+from .optim import AdamW
 from .recovery import StepGuard, gradient_norm
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ class Optimisation:
                 self._compile_pending = True
             except Exception as e:  # e.g. a Python version torch.compile does not support
                 self._notes.append(_compile_failed(e))
-        self.optimizer = torch.optim.AdamW(
+        # AdamW as torch.optim's, without its 2.6-3.1 s import of torch._dynamo (.optim)
+        self.optimizer = AdamW(
             self.model.parameters(),
             lr=cfg.train.learning_rate,
             weight_decay=cfg.train.weight_decay,
@@ -176,7 +178,8 @@ class Optimisation:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:  # float16 on CUDA: the scaler skips bad steps itself
             self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
+            # GradScaler only reads param_groups and calls step() (tests/core/test_optim.py)
+            self.scaler.step(self.optimizer)  # type: ignore[arg-type]
             self.scaler.update()
             return value, annotated
         if not finite:
