@@ -18,6 +18,8 @@ Each run also records its start-up: the seconds from entering the worker's train
 function (torch already imported) to the end of the first step. ``--startup`` adds the
 variant ``ours_torch_adamw``, the Trainer with ``torch.optim.AdamW`` put back in place of
 its own (:mod:`napari_unetseg.core.optim`), whose creation imports ``torch._dynamo``.
+``--norm-backward`` adds ``ours_torch_norm_backward``, the Trainer with torch's own
+channels-last group-norm backward in place of the model's (``_ChannelsLastNorm``).
 
 Usage::
 
@@ -178,6 +180,13 @@ def worker(a: dict) -> dict:
         from napari_unetseg.core import training_step
 
         training_step.AdamW = torch.optim.AdamW  # type: ignore[assignment,misc]
+    if a["variant"] == "ours_torch_norm_backward":
+        from napari_unetseg.core import model
+
+        def torch_norm(x, weight, bias, eps):
+            return torch.nn.functional.group_norm(x, x.shape[1], weight, bias, eps)
+
+        model._ChannelsLastNorm.apply = torch_norm  # type: ignore[method-assign]
     fn = _reference if a["variant"] == "reference" else _ours
     res = fn(cfg, image, annotation, a["warmup"], a["steps"])
     res["threads"] = torch.get_num_threads()
@@ -211,6 +220,7 @@ def run(args) -> dict:
 
     variants = ["reference", "ours"] + (["ours_compiled"] if args.compiled else [])
     variants += ["ours_torch_adamw"] if args.startup else []
+    variants += ["ours_torch_norm_backward"] if args.norm_backward else []
     runs = C.interleave({v: make(v) for v in variants}, args.repeats)
     ref_s = C.median([r["seconds"] for r in runs["reference"]])
     ref_cpu = C.median([r["cpu_seconds"] for r in runs["reference"]])
@@ -279,6 +289,12 @@ def run(args) -> dict:
             ),
             # time to the end of the first step: torch.optim.AdamW / ours
             "startup_ratio_vs_torch_adamw": startup,
+            # timed steps: torch's channels-last norm backward / ours
+            "ratio_vs_torch_norm_backward": (
+                by_name["ours_torch_norm_backward"]["seconds"] / by_name["ours"]["seconds"]
+                if "ours_torch_norm_backward" in by_name
+                else None
+            ),
         },
         "results": rows,
     }
@@ -321,6 +337,11 @@ def print_table(data: dict) -> None:
     )
     if g.get("ratio_compiled") is not None:
         print(f"ours with train.compile / reference = {g['ratio_compiled']:.2f}")
+    if g.get("ratio_vs_torch_norm_backward") is not None:
+        print(
+            "steps with torch's channels-last norm backward / ours = "
+            f"{g['ratio_vs_torch_norm_backward']:.2f}"
+        )
     if g.get("startup_ratio_vs_torch_adamw") is not None:
         print(
             "start-up (to the end of the first step), torch.optim.AdamW / ours = "
@@ -344,6 +365,11 @@ def main(argv=None) -> int:
         "--startup",
         action="store_true",
         help="also run the Trainer with torch.optim.AdamW (start-up comparison)",
+    )
+    p.add_argument(
+        "--norm-backward",
+        action="store_true",
+        help="also run the Trainer with torch's channels-last norm backward",
     )
     p.add_argument("--out", default=None, help="JSON output")
     args = p.parse_args(argv)

@@ -95,6 +95,17 @@ def test_instance_norm_matches_torch_and_loads_its_weights(dims):
         yl = ours(xl)
         assert yl.is_contiguous(memory_format=torch.channels_last_3d)
         torch.testing.assert_close(yl, y.detach(), rtol=1e-4, atol=1e-5)
+        # training in channels-last: the backward on channels-first copies (torch's own
+        # channels-last backward is its slow path) gives torch's gradients, in the layout
+        xl.requires_grad_(True)
+        ours.zero_grad()
+        yl = ours(xl)
+        assert type(yl.grad_fn).__name__ == "_ChannelsLastNormBackward"
+        yl.backward(grad.contiguous(memory_format=torch.channels_last_3d))
+        assert xl.grad.is_contiguous(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(xl.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_stable_norms_use_torch_instance_norm_for_huge_maps():
