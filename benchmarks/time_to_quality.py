@@ -4,7 +4,7 @@ The same sparse annotation (``sparsify(truth, 0.1)``: 10 % of the slices along e
 seed 0) goes to three tools, each in a fresh interpreter, each with the same wall-clock
 budget that counts everything a user waits for (set-up, planning, preprocessing,
 training). During training the model is snapshotted at fixed wall times (every 5 s up to
-60 s, at 90 and 120 s, every 60 s after); the snapshots are evaluated AFTER the
+120 s, every 60 s after); the snapshots are evaluated AFTER the
 clock stopped (prediction of the whole volume, mean foreground Dice against the dense
 truth), so evaluation never slows training. A snapshot is taken at the first step
 boundary at or after its due time and reported with the time it was taken.
@@ -97,8 +97,9 @@ def load_dataset(name: str, smoke: bool) -> dict[str, Any]:
 
 
 def snapshot_times(budget: float) -> list[float]:
-    """Due times of the snapshots: every 5 s to 60 s, 90 and 120 s, every 60 s beyond."""
-    times = set(np.arange(5, 61, 5)) | {90, 120} | set(np.arange(180, 3601, 60))
+    """Due times of the snapshots: every 5 s to 120 s (the region of the 0.85 and 0.9
+    targets), every 60 s beyond."""
+    times = set(np.arange(5, 121, 5)) | set(np.arange(180, 3601, 60))
     return [float(t) for t in sorted(times) if t <= budget] or [float(budget)]
 
 
