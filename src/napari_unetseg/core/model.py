@@ -41,6 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .config import ConfigError, ModelConfig
 from .planning import divisor as pool_divisor
@@ -111,6 +112,7 @@ class _ChannelsLastNorm(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
         x, weight, mean, rstd = ctx.saved_tensors
         n, c = x.shape[:2]
