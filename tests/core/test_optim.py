@@ -110,6 +110,9 @@ def test_a_state_for_other_parameters_is_refused_and_nothing_changes():
     bad["state"][first] = dict(bad["state"][first], exp_avg=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="has shape"):
         opt.load_state_dict(bad)
+    amsgrad = torch.optim.AdamW(model.parameters(), lr=1e-3, amsgrad=True)
+    with pytest.raises(ValueError, match="saved with amsgrad"):
+        opt.load_state_dict(amsgrad.state_dict())
     assert all(torch.equal(v, opt.state[model.head.bias][k]) for k, v in before.items())
     with pytest.raises(ValueError, match="no parameters"):
         AdamW([])

@@ -141,6 +141,11 @@ class AdamW:
             n = len(groups) if isinstance(groups, list) else "no"
             raise ValueError(f"the optimizer state has {n} parameter groups, not 1")
         saved = groups[0]
+        for flag in ("amsgrad", "maximize"):
+            if saved.get(flag):
+                raise ValueError(
+                    f"the optimizer state was saved with {flag}, which AdamW here lacks"
+                )
         if len(saved.get("params", [])) != len(params):
             raise ValueError(
                 f"the optimizer state is for {len(saved.get('params', []))} parameters, "
