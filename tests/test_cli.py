@@ -398,3 +398,36 @@ def test_predict_puts_swapped_channel_files_back_in_the_model_order(volume, tmp_
     assert main(_channels_args("predict", [t2, t1], out2, "--model", str(model))) == 0
     assert "matched to the model by name" in capsys.readouterr().err
     np.testing.assert_array_equal(nib.load(out1).dataobj, nib.load(out2).dataobj)
+
+
+def test_predict_uses_the_window_grown_along_short_axes(volume, tmp_path, monkeypatch):
+    """The CLI's predict runs the window the core's rule picks (prediction_window): on this
+    12 x 24 x 20 image the 8 x 16 x 16 patch grows to one window per axis."""
+    from napari_unetseg.core.checkpoint import load_checkpoint
+    from napari_unetseg.core.inference import engine, prediction_window
+
+    d, _, _ = volume
+    sparse = tmp_path / "sparse.nii.gz"
+    assert main(["sparsify", "--labels", str(d / "truth.nii.gz"), "--out", str(sparse)]) == 0
+    model = tmp_path / "m.safetensors"
+    args = ["train", "--image", str(d / "image.nii.gz"), "--labels", str(sparse)]
+    assert main([*args, "--config", str(d / "tiny.json"), "--out", str(model), "--quiet"]) == 0
+    windows = []
+    original = engine._Engine.__init__
+
+    def spy(self, model_, image, window, *rest, **kw):
+        windows.append(tuple(window))
+        original(self, model_, image, window, *rest, **kw)
+
+    monkeypatch.setattr(engine._Engine, "__init__", spy)
+    out = tmp_path / "pred.nii.gz"
+    args = ["predict", "--model", str(model), "--image", str(d / "image.nii.gz")]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    ckpt = load_checkpoint(model)
+    shape = tuple(np.asarray(nib.load(out).dataobj).T.shape)
+    expected = prediction_window(
+        ckpt, shape, ckpt.config.infer.overlap, ckpt.build_model("cpu").divisor
+    )
+    assert windows == [expected]
+    assert expected == shape
+    assert shape != tuple(ckpt.config.data.patch_size)
