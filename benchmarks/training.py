@@ -23,8 +23,8 @@ channels-last group-norm backward in place of the model's (``_ChannelsLastNorm``
 
 Usage::
 
-    python -m benchmarks.training [--smoke] [--steps 20] [--repeats 3] [--startup]
-        [--out benchmarks/results/training.json]
+    python -m benchmarks.training [--smoke] [--steps 20] [--repeats 3] [--compiled]
+        [--startup] [--norm-backward] [--out benchmarks/results/training.json]
 """
 
 from __future__ import annotations
@@ -252,13 +252,13 @@ def run(args) -> dict:
                 "threads": runs[v][0]["threads"],
             }
         )
-    ratio = rows[1]["ratio_vs_reference"]
     by_name = {r["variant"]: r for r in rows}
-    startup = (
-        by_name["ours_torch_adamw"]["first_step_seconds"] / by_name["ours"]["first_step_seconds"]
-        if "ours_torch_adamw" in by_name
-        else None
-    )
+    ratio = by_name["ours"]["ratio_vs_reference"]
+
+    def against_ours(variant: str, key: str) -> float | None:
+        """``key`` of ``variant`` / that of ours; None when the variant did not run."""
+        return by_name[variant][key] / by_name["ours"][key] if variant in by_name else None
+
     return {
         "benchmark": "training",
         "command": "python -m benchmarks.training " + " ".join(args.argv),
@@ -288,13 +288,9 @@ def run(args) -> dict:
                 else None
             ),
             # time to the end of the first step: torch.optim.AdamW / ours
-            "startup_ratio_vs_torch_adamw": startup,
+            "startup_ratio_vs_torch_adamw": against_ours("ours_torch_adamw", "first_step_seconds"),
             # timed steps: torch's channels-last norm backward / ours
-            "ratio_vs_torch_norm_backward": (
-                by_name["ours_torch_norm_backward"]["seconds"] / by_name["ours"]["seconds"]
-                if "ours_torch_norm_backward" in by_name
-                else None
-            ),
+            "ratio_vs_torch_norm_backward": against_ours("ours_torch_norm_backward", "seconds"),
         },
         "results": rows,
     }

@@ -431,3 +431,33 @@ def test_predict_uses_the_window_grown_along_short_axes(volume, tmp_path, monkey
     assert windows == [expected]
     assert expected == shape
     assert shape != tuple(ckpt.config.data.patch_size)
+
+
+def test_train_resume_continues_a_model_saved_with_torch_adamw(volume, tmp_path, monkeypatch):
+    """`unetseg train --resume` on a model file written before training had its own AdamW
+    (torch.optim.AdamW's state): the run continues the iterations and the Adam moments."""
+    import torch
+
+    from napari_unetseg.core import training_step
+    from napari_unetseg.core.checkpoint import load_checkpoint
+
+    d, _, _ = volume
+    sparse = tmp_path / "sparse.nii.gz"
+    assert main(["sparsify", "--labels", str(d / "truth.nii.gz"), "--out", str(sparse)]) == 0
+    args = ["train", "--image", str(d / "image.nii.gz"), "--labels", str(sparse)]
+    args += ["--config", str(d / "tiny.json"), "--quiet"]
+    old = tmp_path / "old.safetensors"
+    with monkeypatch.context() as m:
+        m.setattr(training_step, "AdamW", torch.optim.AdamW)
+        assert main([*args, "--out", str(old)]) == 0
+    first = load_checkpoint(old)
+    assert {float(s["step"]) for s in first.optimizer_state["state"].values()} == {3.0}
+    new = tmp_path / "new.safetensors"
+    assert main([*args, "--resume", str(old), "--out", str(new)]) == 0
+    ckpt = load_checkpoint(new)
+    assert ckpt.iterations == 2 * first.iterations
+    steps = {float(s["step"]) for s in ckpt.optimizer_state["state"].values()}
+    assert steps == {float(ckpt.iterations)}
+    moments = [s["exp_avg_sq"] for s in ckpt.optimizer_state["state"].values()]
+    before = [s["exp_avg_sq"] for s in first.optimizer_state["state"].values()]
+    assert any(not torch.equal(a, b) for a, b in zip(moments, before))

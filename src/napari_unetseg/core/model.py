@@ -106,8 +106,8 @@ class _ChannelsLastNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
-        n, c = x.shape[:2]
-        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), c, eps)
+        n, c, voxels = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, voxels, c, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         return y
 
@@ -115,7 +115,7 @@ class _ChannelsLastNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
         x, weight, mean, rstd = ctx.saved_tensors
-        n, c = x.shape[:2]
+        n, c, voxels = x.shape[0], x.shape[1], math.prod(x.shape[2:])
         dx, dw, db = torch.ops.aten.native_group_norm_backward(
             grad.contiguous(),
             x.contiguous(),
@@ -124,7 +124,7 @@ class _ChannelsLastNorm(torch.autograd.Function):
             weight,
             n,
             c,
-            x[0, 0].numel(),
+            voxels,
             c,
             list(ctx.needs_input_grad[:3]),
         )

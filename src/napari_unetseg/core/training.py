@@ -179,7 +179,7 @@ class Trainer(Monitoring, Optimisation):
         self._val_crops = self._validation_crops(seed) if validates else []
 
         # ---- model, optimizer, loss
-        self._build_network(resume, setup.net_dims)
+        self._build_network(resume)
         self.iteration = int(resume.iterations) if resume is not None else 0
         self.history: list[dict] = list(resume.history) if resume is not None else []
         self.resumed = resume is not None

@@ -54,7 +54,6 @@ class RunSetup:
         metric_names: names of the validated classes (for instances: interior, boundary).
         num_classes: network outputs, background included.
         channels: image channels.
-        net_dims: 2 or 3, the network's spatial dimensions.
         slice_axis: for a 2D network on volumes, the axis it slices along; else None.
         normalizer: the intensity normalisation (fitted, or the resumed model's).
         device: where the network trains; ``device_text`` says so in words.
@@ -72,7 +71,6 @@ class RunSetup:
     metric_names: list[str]
     num_classes: int
     channels: int
-    net_dims: int
     slice_axis: int | None
     normalizer: Normalizer
     device: torch.device
@@ -248,7 +246,6 @@ def setup_run(
         metric_names=metric_names,
         num_classes=n_out,
         channels=channels,
-        net_dims=net_dims,
         slice_axis=slice_axis,
         normalizer=normalizer,
         device=device,

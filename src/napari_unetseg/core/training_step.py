@@ -61,7 +61,7 @@ class Optimisation:
     scaler: torch.amp.GradScaler | None
     _step_model: Callable[..., Any]
 
-    def _build_network(self, resume: Checkpoint | None, net_dims: int) -> None:
+    def _build_network(self, resume: Checkpoint | None) -> None:
         """Model (on the device), optimizer, loss, loss scaler and step guard; from
         ``resume`` the weights and optimizer state when given."""
         from .losses import SparseCEDiceLoss

@@ -120,7 +120,7 @@ class _Engine:
         self.constant_logits: dict[tuple[float, ...], torch.Tensor] = {}
         self.constant_windows = 0  # windows served from constant_logits or computed once
         # set when a pass gave non-finite logits: torch's instance norm from then on
-        self.stable_norms = False
+        self.use_stable_norms = False
 
     #: Compute windows of constant input once per value (see _forward_reusing_constant).
     reuse_constant = True
@@ -241,11 +241,11 @@ class _Engine:
         for axes in self.flips:
             xi = torch.flip(x, axes) if axes else x
             y = self._network(xi)
-            if not self.stable_norms and not bool(torch.isfinite(y.sum())):
+            if not self.use_stable_norms and not bool(torch.isfinite(y.sum())):
                 # e.g. an image of 1e30: the CPU's fast instance norm overflows where
                 # torch's own (float64 sums) does not; this pass and all later ones use
                 # the latter
-                self.stable_norms = True
+                self.use_stable_norms = True
                 y = self._network(xi)
             if axes:
                 y = torch.flip(y, axes)
@@ -260,7 +260,7 @@ class _Engine:
         import torch
 
         norms: contextlib.AbstractContextManager = contextlib.nullcontext()
-        if self.stable_norms:
+        if self.use_stable_norms:
             from ..model import stable_norms
 
             norms = stable_norms(self.model)
