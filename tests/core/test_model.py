@@ -108,6 +108,51 @@ def test_instance_norm_matches_torch_and_loads_its_weights(dims):
         torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_instance_norm_of_reduced_precision_channels_last_maps(dtype):
+    """bfloat16/float16 channels-last 3D maps (training and prediction under autocast on
+    the CPU) go through channels-first copies, forward and backward (torch's own kernels
+    are slow there): the same numbers as float64 within the dtype's rounding, the output
+    and the input gradient channels-last and in the map's dtype."""
+    torch.manual_seed(1)
+    ours = InstanceNorm(4)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ours.bias.uniform_(-1.0, 1.0)
+    x64 = (3.0 + 2.0 * torch.randn(2, 4, 6, 7, 5, dtype=torch.float64)).requires_grad_(True)
+    w64 = ours.weight.detach().double().requires_grad_(True)
+    b64 = ours.bias.detach().double().requires_grad_(True)
+    y64 = F.instance_norm(x64, weight=w64, bias=b64)
+    grad = torch.randn_like(y64)
+    y64.backward(grad)
+    tol = 2e-2 if dtype == torch.bfloat16 else 3e-3
+
+    x = x64.detach().to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():  # prediction
+        y = ours(x)
+    assert y.dtype == dtype
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not y.is_contiguous()
+    torch.testing.assert_close(y.double(), y64.detach(), rtol=tol, atol=tol)
+
+    x.requires_grad_(True)  # training
+    y = ours(x)
+    assert type(y.grad_fn).__name__ == "_ChannelsLastNormBackward"
+    assert y.dtype == dtype
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    y.backward(grad.to(dtype).contiguous(memory_format=torch.channels_last_3d))
+    assert x.grad.dtype == dtype
+    assert x.grad.is_contiguous(memory_format=torch.channels_last_3d)
+    scale = float(x64.grad.abs().max())
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=tol, atol=tol * scale)
+    # the parameters' gradients (sums over many rounded voxels) against float64
+    for ours_grad, ref in ((ours.weight.grad, w64.grad), (ours.bias.grad, b64.grad)):
+        assert ours_grad.dtype == torch.float32
+        torch.testing.assert_close(
+            ours_grad.double(), ref, rtol=tol, atol=tol * float(ref.abs().max())
+        )
+
+
 def test_stable_norms_use_torch_instance_norm_for_huge_maps():
     """Maps of 1e30 overflow float32 sums of squares; inside stable_norms the norm is
     torch's instance norm (float64 sums on the CPU): finite, and equal to it."""
