@@ -20,11 +20,14 @@ variant ``ours_torch_adamw``, the Trainer with ``torch.optim.AdamW`` put back in
 its own (:mod:`napari_unetseg.core.optim`), whose creation imports ``torch._dynamo``.
 ``--norm-backward`` adds ``ours_torch_norm_backward``, the Trainer with torch's own
 channels-last group-norm backward in place of the model's (``_ChannelsLastNorm``).
+``--float32`` adds ``ours_float32``, the Trainer with ``train.precision: float32``: on a
+CPU with native bfloat16, ``auto`` trains under bfloat16 autocast while the reference
+runs in float32, and this variant compares at equal precision.
 
 Usage::
 
     python -m benchmarks.training [--smoke] [--steps 20] [--repeats 3] [--compiled]
-        [--startup] [--norm-backward] [--out benchmarks/results/training.json]
+        [--startup] [--norm-backward] [--float32] [--out benchmarks/results/training.json]
 """
 
 from __future__ import annotations
@@ -164,6 +167,7 @@ def _ours(cfg, image, annotation, warmup: int, steps: int) -> dict:
         "annotated_voxels": annotated,
         "first_step_seconds": first_step,
         "reported_vps": reported,
+        "dtype": str(trainer.amp_dtype or "torch.float32"),
     }
 
 
@@ -176,6 +180,8 @@ def worker(a: dict) -> dict:
     image, annotation = _data(a["smoke"])
     if a["variant"] == "ours_compiled":
         cfg.train.compile = True  # compiled during the warm-up steps, not timed
+    if a["variant"] == "ours_float32":
+        cfg.train.precision = "float32"
     if a["variant"] == "ours_torch_adamw":
         from napari_unetseg.core import training_step
 
@@ -221,6 +227,7 @@ def run(args) -> dict:
     variants = ["reference", "ours"] + (["ours_compiled"] if args.compiled else [])
     variants += ["ours_torch_adamw"] if args.startup else []
     variants += ["ours_torch_norm_backward"] if args.norm_backward else []
+    variants += ["ours_float32"] if args.float32 else []
     runs = C.interleave({v: make(v) for v in variants}, args.repeats)
     ref_s = C.median([r["seconds"] for r in runs["reference"]])
     ref_cpu = C.median([r["cpu_seconds"] for r in runs["reference"]])
@@ -250,6 +257,7 @@ def run(args) -> dict:
                 "first_step_seconds": C.median([r["first_step_seconds"] for r in runs[v]]),
                 "first_step_seconds_all": [r["first_step_seconds"] for r in runs[v]],
                 "threads": runs[v][0]["threads"],
+                "dtype": runs[v][0].get("dtype"),
             }
         )
     by_name = {r["variant"]: r for r in rows}
@@ -291,6 +299,8 @@ def run(args) -> dict:
             "startup_ratio_vs_torch_adamw": against_ours("ours_torch_adamw", "first_step_seconds"),
             # timed steps: torch's channels-last norm backward / ours
             "ratio_vs_torch_norm_backward": against_ours("ours_torch_norm_backward", "seconds"),
+            # timed steps: ours in float32 / ours as configured (bfloat16 where native)
+            "ratio_vs_float32": against_ours("ours_float32", "seconds"),
         },
         "results": rows,
     }
@@ -323,6 +333,7 @@ def print_table(data: dict) -> None:
                 ("peak_rss_mib", "peak MiB", ".0f"),
                 ("first_step_seconds", "s to 1st step", ".2f"),
                 ("threads", "threads", "d"),
+                ("dtype", "dtype", ""),
             ],
         )
     )
@@ -338,6 +349,8 @@ def print_table(data: dict) -> None:
             "steps with torch's channels-last norm backward / ours = "
             f"{g['ratio_vs_torch_norm_backward']:.2f}"
         )
+    if g.get("ratio_vs_float32") is not None:
+        print(f"steps in float32 / ours = {g['ratio_vs_float32']:.2f}")
     if g.get("startup_ratio_vs_torch_adamw") is not None:
         print(
             "start-up (to the end of the first step), torch.optim.AdamW / ours = "
@@ -366,6 +379,12 @@ def main(argv=None) -> int:
         "--norm-backward",
         action="store_true",
         help="also run the Trainer with torch's channels-last norm backward",
+    )
+    p.add_argument(
+        "--float32",
+        action="store_true",
+        help="also run the Trainer with train.precision float32 (equal precision with the "
+        "reference on a CPU with native bfloat16)",
     )
     p.add_argument("--out", default=None, help="JSON output")
     args = p.parse_args(argv)

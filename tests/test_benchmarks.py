@@ -85,10 +85,14 @@ def test_inference_smoke(tmp_path):
 @pytest.mark.slow
 def test_training_smoke(tmp_path):
     out = tmp_path / "training.json"
-    assert training.main(["--smoke", "--out", str(out)]) == 0
+    assert training.main(["--smoke", "--float32", "--out", str(out)]) == 0
     data = _load(out)
     rows = {r["variant"]: r for r in data["results"]}
-    assert set(rows) == {"reference", "ours"}
+    assert set(rows) == {"reference", "ours", "ours_float32"}
+    assert rows["ours_float32"]["dtype"] == rows["reference"]["dtype"] == "torch.float32"
+    assert data["goals"]["ratio_vs_float32"] == pytest.approx(
+        rows["ours_float32"]["seconds"] / rows["ours"]["seconds"]
+    )
     assert rows["reference"]["ratio_vs_reference"] == pytest.approx(1.0)
     for r in rows.values():
         assert r["steps_per_second"] > 0
