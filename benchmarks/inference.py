@@ -292,9 +292,10 @@ def worker(a: dict) -> dict:
                 return torch.softmax(logits, dim=1)[0].cpu()
 
     elif variant.startswith("ours_sw"):
+        from types import SimpleNamespace
+
         from napari_unetseg.core.device import autocast_dtype, configure_threads
-        from napari_unetseg.core.inference import sliding_window
-        from napari_unetseg.core.inference.windows import inference_window
+        from napari_unetseg.core.inference import prediction_window, sliding_window
 
         configure_threads(cfg.train.threads)
         cfg.infer.overlap = float(a["overlap"])
@@ -303,8 +304,11 @@ def worker(a: dict) -> dict:
         res["channels_last"] = model.channels_last
         res["dtype"] = "float32" if dtype is None else str(dtype).replace("torch.", "")
 
-        # the window `predict` uses for this volume (the patch, grown along short axes)
-        win = inference_window(image.shape[1:], window, cfg.infer.overlap, model.divisor)
+        # the window `predict` uses for this volume (the patch, grown along short axes),
+        # from predict's own rule; the network's config stands in for the checkpoint (the
+        # rule reads its patch size), so random weights without a checkpoint work too
+        stand_in = SimpleNamespace(config=cfg)
+        win = prediction_window(stand_in, image.shape[1:], cfg.infer.overlap, model.divisor)
         res["window"] = list(win)
 
         def call(img):

@@ -73,6 +73,9 @@ def test_inference_smoke(tmp_path):
     assert ref["argmax_agreement"] == 1.0
     assert len(data["setup"]["window"]) == 3
     assert data["setup"]["window_batch"] >= 1
+    # ours_sw runs the window predict runs (predict's own rule, prediction_window)
+    by_variant = {r["variant"]: r for r in rows}
+    assert by_variant["ours_sw"]["window"] == by_variant["ours_predict"]["window"]
     assert {"monai_sw2", "ours_sw_bf16", "monai_sw1_bf16"} <= variants
     for per in data["goals"]["per_size"].values():
         assert set(per) == {"float32", "bfloat16"}

@@ -52,8 +52,6 @@ class RunSetup:
         task: ``semantic`` or ``instances``.
         class_names: one name per foreground class (the stored model's).
         metric_names: names of the validated classes (for instances: interior, boundary).
-        num_classes: network outputs, background included.
-        channels: image channels.
         slice_axis: for a 2D network on volumes, the axis it slices along; else None.
         normalizer: the intensity normalisation (fitted, or the resumed model's).
         device: where the network trains; ``device_text`` says so in words.
@@ -69,8 +67,6 @@ class RunSetup:
     task: str
     class_names: list[str]
     metric_names: list[str]
-    num_classes: int
-    channels: int
     slice_axis: int | None
     normalizer: Normalizer
     device: torch.device
@@ -244,8 +240,6 @@ def setup_run(
         task=task,
         class_names=class_names,
         metric_names=metric_names,
-        num_classes=n_out,
-        channels=channels,
         slice_axis=slice_axis,
         normalizer=normalizer,
         device=device,
