@@ -243,3 +243,49 @@ def test_gpu_sh_smoke_on_cpu(tmp_path):
     for r in ttq["results"]:
         assert all(0.0 <= s["dice"] <= 1.0 for s in r["snapshots"])
     assert (tmp_path / "gpu_env_smoke.txt").read_text().count("done in") == 3
+
+
+def test_settings_sweep_smoke(tmp_path):
+    from benchmarks import settings_sweep
+
+    out = tmp_path / "sweep.json"
+    variants = ["{}", '{"train": {"learning_rate": 0.02}}']
+    argv = ["--smoke", "--datasets", "sample", "--seeds", "0,1", "--target", "0.0"]
+    assert settings_sweep.main([*argv, "--variants", *variants, "--out", str(out)]) == 0
+    data = _load(out)
+    runs = data["results"]
+    assert [(r["variant"], r["seed"]) for r in runs] == [
+        ({}, 0),
+        ({}, 1),
+        ({"train": {"learning_rate": 0.02}}, 0),
+        ({"train": {"learning_rate": 0.02}}, 1),
+    ]
+    for r in runs:
+        steps = [c["step"] for c in r["curve"]]
+        assert steps == [10, 20]  # a snapshot every 10 steps of the 20-step smoke schedule
+        assert all(0.0 <= c["dice"] <= 1.0 for c in r["curve"])
+        assert r["steps_to_target"] == 10  # target 0: the first snapshot reaches it
+        assert r["dice_end"] == r["curve"][-1]["dice"]
+    rows = settings_sweep.summary_rows(data)
+    assert len(rows) == 2
+    assert rows[0]["seeds"] == "0, 1"
+
+
+@pytest.mark.slow
+def test_settings_sweep_nuclei_smoke(tmp_path):
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("stardist")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("StarDist's example images: pip install --no-deps stardist")
+    from benchmarks import settings_sweep
+
+    out = tmp_path / "sweep.json"
+    argv = ["--smoke", "--datasets", "nuclei2d", "--seeds", "0", "--variants", "{}"]
+    assert settings_sweep.main([*argv, "--out", str(out)]) == 0
+    (run,) = _load(out)["results"]
+    assert run["dataset"] == "nuclei2d"
+    assert run["n_true"] > 0  # the test half's true objects were counted
+    assert 0.0 <= run["f1"] <= 1.0
+    assert 0.0 <= run["foreground_dice"] <= 1.0
