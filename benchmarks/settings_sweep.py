@@ -50,7 +50,6 @@ def _config(variant: dict, seed: int, smoke: bool):
     if smoke:
         cfg.model.base_width, cfg.model.depth = 4, 2
         cfg.train.iterations = 2 * SNAPSHOT_EVERY
-        cfg.data.patch_size = (8, 16, 16)
     return cfg
 
 
@@ -68,6 +67,8 @@ def _curve(name: str, variant: dict, seed: int, smoke: bool, target: float) -> d
     classes = list(range(1, len(ds["class_names"]) + 1))
     cfg = _config(variant, seed, smoke)
     cfg.class_names = list(ds["class_names"])
+    if smoke:
+        cfg.data.patch_size = (8, 16, 16)  # the smoke volume is 16x32x32
     t0, paused = time.perf_counter(), 0.0
     trainer = Trainer(image[None], ann, cfg)
     snaps = []
@@ -107,8 +108,6 @@ def _nuclei(part: str, variant: dict, seed: int, smoke: bool) -> dict:
     cfg = _config(variant, seed, smoke)
     cfg.train.task = "instances"
     cfg.class_names = ["nucleus"]
-    if smoke:
-        cfg.data.patch_size = None  # planned for the image (2D or 3D)
     t0 = time.perf_counter()
     trainer = Trainer(train_image[None].astype(np.float32), N.as_annotation(train_mask), cfg)
     ckpt = run_to_completion(trainer.run()).result

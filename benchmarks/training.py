@@ -187,12 +187,12 @@ def worker(a: dict) -> dict:
 
         training_step.AdamW = torch.optim.AdamW  # type: ignore[assignment,misc]
     if a["variant"] == "ours_torch_norm_backward":
-        from napari_unetseg.core import model
+        from napari_unetseg.core import norms
 
         def torch_norm(x, weight, bias, eps):
             return torch.nn.functional.group_norm(x, x.shape[1], weight, bias, eps)
 
-        model._ChannelsLastNorm.apply = torch_norm  # type: ignore[method-assign]
+        norms._ChannelsLastNorm.apply = torch_norm  # type: ignore[method-assign]
     fn = _reference if a["variant"] == "reference" else _ours
     res = fn(cfg, image, annotation, a["warmup"], a["steps"])
     res["threads"] = torch.get_num_threads()

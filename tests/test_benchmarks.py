@@ -151,14 +151,19 @@ def test_dataset_memory_smoke_measures_both_paths(tmp_path):
     assert data["step_seconds_3_cases"] > 0
 
 
-@pytest.mark.slow
-def test_precision_smoke(tmp_path):
+def _require_stardist() -> None:
+    """Skip unless StarDist's example images are installed (they come in its wheel)."""
     import importlib.metadata
 
     try:
         importlib.metadata.distribution("stardist")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("StarDist's example images: pip install --no-deps stardist")
+
+
+@pytest.mark.slow
+def test_precision_smoke(tmp_path):
+    _require_stardist()
     from benchmarks import precision
 
     out = tmp_path / "precision.json"
@@ -273,12 +278,7 @@ def test_settings_sweep_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_settings_sweep_nuclei_smoke(tmp_path):
-    import importlib.metadata
-
-    try:
-        importlib.metadata.distribution("stardist")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("StarDist's example images: pip install --no-deps stardist")
+    _require_stardist()
     from benchmarks import settings_sweep
 
     out = tmp_path / "sweep.json"

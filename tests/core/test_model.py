@@ -6,7 +6,6 @@ import torch.nn.functional as F
 
 from napari_unetseg.core.config import ConfigError, ModelConfig
 from napari_unetseg.core.model import (
-    InstanceNorm,
     UNet,
     count_parameters,
     default_pool,
@@ -14,7 +13,6 @@ from napari_unetseg.core.model import (
     level_widths,
     pool_divisor,
     prefers_channels_last,
-    stable_norms,
 )
 
 
@@ -65,107 +63,6 @@ def test_each_norm_trains_one_step(norm):
     kinds = {type(m).__name__ for m in net.modules()}
     expected = {"instance": "InstanceNorm", "batch": "BatchNorm3d", "group": "GroupNorm"}
     assert expected[norm] in kinds
-
-
-@pytest.mark.parametrize("dims", [2, 3])
-def test_instance_norm_matches_torch_and_loads_its_weights(dims):
-    """The CPU group-norm path gives torch's instance norm, forward and backward, and
-    the parameters of torch's InstanceNormNd(affine=True) load unchanged (saved models)."""
-    torch.manual_seed(0)
-    reference = (torch.nn.InstanceNorm3d if dims == 3 else torch.nn.InstanceNorm2d)(
-        6, eps=1e-5, affine=True
-    )
-    with torch.no_grad():
-        reference.weight.uniform_(0.5, 2.0)
-        reference.bias.uniform_(-1.0, 1.0)
-    ours = InstanceNorm(6)
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    x = (3.0 + 2.0 * torch.randn(2, 6, *(5,) * dims)).requires_grad_(True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    y, y_ref = ours(x), reference(x_ref)
-    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
-    grad = torch.randn_like(y)
-    y.backward(grad)
-    y_ref.backward(grad)
-    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
-    # channels-last input: same numbers, and the layout is kept (no copy to channels-first)
-    if dims == 3:
-        xl = x.detach().contiguous(memory_format=torch.channels_last_3d)
-        yl = ours(xl)
-        assert yl.is_contiguous(memory_format=torch.channels_last_3d)
-        torch.testing.assert_close(yl, y.detach(), rtol=1e-4, atol=1e-5)
-        # training in channels-last: the backward on channels-first copies (torch's own
-        # channels-last backward is its slow path) gives torch's gradients, in the layout
-        xl.requires_grad_(True)
-        ours.zero_grad()
-        yl = ours(xl)
-        assert type(yl.grad_fn).__name__ == "_ChannelsLastNormBackward"
-        yl.backward(grad.contiguous(memory_format=torch.channels_last_3d))
-        assert xl.grad.is_contiguous(memory_format=torch.channels_last_3d)
-        torch.testing.assert_close(xl.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_instance_norm_of_reduced_precision_channels_last_maps(dtype):
-    """bfloat16/float16 channels-last 3D maps (training and prediction under autocast on
-    the CPU) go through channels-first copies, forward and backward (torch's own kernels
-    are slow there): the same numbers as float64 within the dtype's rounding, the output
-    and the input gradient channels-last and in the map's dtype."""
-    torch.manual_seed(1)
-    ours = InstanceNorm(4)
-    with torch.no_grad():
-        ours.weight.uniform_(0.5, 1.5)
-        ours.bias.uniform_(-1.0, 1.0)
-    x64 = (3.0 + 2.0 * torch.randn(2, 4, 6, 7, 5, dtype=torch.float64)).requires_grad_(True)
-    w64 = ours.weight.detach().double().requires_grad_(True)
-    b64 = ours.bias.detach().double().requires_grad_(True)
-    y64 = F.instance_norm(x64, weight=w64, bias=b64)
-    grad = torch.randn_like(y64)
-    y64.backward(grad)
-    tol = 2e-2 if dtype == torch.bfloat16 else 3e-3
-
-    x = x64.detach().to(dtype).contiguous(memory_format=torch.channels_last_3d)
-    with torch.no_grad():  # prediction
-        y = ours(x)
-    assert y.dtype == dtype
-    assert y.is_contiguous(memory_format=torch.channels_last_3d)
-    assert not y.is_contiguous()
-    torch.testing.assert_close(y.double(), y64.detach(), rtol=tol, atol=tol)
-
-    x.requires_grad_(True)  # training
-    y = ours(x)
-    assert type(y.grad_fn).__name__ == "_ChannelsLastNormBackward"
-    assert y.dtype == dtype
-    assert y.is_contiguous(memory_format=torch.channels_last_3d)
-    y.backward(grad.to(dtype).contiguous(memory_format=torch.channels_last_3d))
-    assert x.grad.dtype == dtype
-    assert x.grad.is_contiguous(memory_format=torch.channels_last_3d)
-    scale = float(x64.grad.abs().max())
-    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=tol, atol=tol * scale)
-    # the parameters' gradients (sums over many rounded voxels) against float64
-    for ours_grad, ref in ((ours.weight.grad, w64.grad), (ours.bias.grad, b64.grad)):
-        assert ours_grad.dtype == torch.float32
-        torch.testing.assert_close(
-            ours_grad.double(), ref, rtol=tol, atol=tol * float(ref.abs().max())
-        )
-
-
-def test_stable_norms_use_torch_instance_norm_for_huge_maps():
-    """Maps of 1e30 overflow float32 sums of squares; inside stable_norms the norm is
-    torch's instance norm (float64 sums on the CPU): finite, and equal to it."""
-    torch.manual_seed(0)
-    reference = torch.nn.InstanceNorm3d(4, eps=1e-5, affine=True)
-    net = torch.nn.Sequential(InstanceNorm(4))
-    x = torch.randn(2, 4, 6, 6, 6) * 1e30
-    with stable_norms(net):
-        assert net[0].stable
-        y = net(x)
-    assert not net[0].stable  # restored after the block
-    assert torch.isfinite(y).all()
-    torch.testing.assert_close(y, reference(x), rtol=1e-4, atol=1e-5)
 
 
 def test_channels_last_network_gives_the_same_logits():

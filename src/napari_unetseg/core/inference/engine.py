@@ -261,7 +261,7 @@ class _Engine:
 
         norms: contextlib.AbstractContextManager = contextlib.nullcontext()
         if self.use_stable_norms:
-            from ..model import stable_norms
+            from ..norms import stable_norms
 
             norms = stable_norms(self.model)
         amp = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
