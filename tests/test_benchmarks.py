@@ -180,10 +180,14 @@ def test_time_to_quality_summary_reads_marks_and_targets():
     from benchmarks import time_to_quality as ttq
 
     times = ttq.snapshot_times(300)
-    assert times[:3] == [5.0, 10.0, 15.0]
+    assert times[:3] == [2.5, 5.0, 7.5]
     assert times[-1] == 300.0
+    assert 27.5 in times
+    assert 62.5 not in times
+    assert times.index(65.0) == times.index(60.0) + 1
     assert {30.0, 60.0, 120.0, 300.0} <= set(times)
-    assert ttq.snapshot_times(3) == [3.0]
+    assert ttq.snapshot_times(3) == [2.5, 3.0]
+    assert ttq.snapshot_times(4.2)[-1] == 4.2
     snaps = [
         {"due": 30.0, "seconds": 30.4, "dice": 0.80},
         {"due": 60.0, "seconds": 59.2, "dice": 0.88},

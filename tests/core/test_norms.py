@@ -77,8 +77,21 @@ def test_instance_norm_of_reduced_precision_channels_last_maps(dtype):
     torch.testing.assert_close(y.double(), y64.detach(), rtol=tol, atol=tol)
 
     x.requires_grad_(True)  # training
-    y = ours(x)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = ours(x)
     assert type(y.grad_fn).__name__ == "_ChannelsLastNormBackward"
+    # the map kept for the backward is the channels-first copy the forward made (the
+    # backward needs that layout; keeping x instead would mean a second copy there)
+    maps = [t for t in saved if t.ndim == 5]
+    assert len(maps) == 1
+    assert maps[0].is_contiguous()
+    assert maps[0].dtype == dtype
     assert y.dtype == dtype
     assert y.is_contiguous(memory_format=torch.channels_last_3d)
     y.backward(grad.to(dtype).contiguous(memory_format=torch.channels_last_3d))

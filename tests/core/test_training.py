@@ -342,3 +342,33 @@ def test_resume_without_normalisation_and_a_closed_trainer_are_refused(sample, a
         trainer.set_preview(0, 1)
     with pytest.raises(RuntimeError, match="closed"):
         list(trainer.run())
+
+
+def test_validation_lays_windows_out_as_prediction(sample, annotation, monkeypatch):
+    """Validation predicts with the window ``predict`` would take for the same image (the
+    patch grown along short axes), not the bare training patch: the Dice it reports is
+    the one a prediction gets, and it computes fewer windows."""
+    import napari_unetseg.core.inference as inference_pkg
+    from napari_unetseg.core.inference import count_windows, prediction_window
+
+    seen = []
+    original = inference_pkg.sliding_window
+
+    def spy(model, image, window, *args, **kwargs):
+        seen.append((tuple(image.shape[1:]), tuple(window)))
+        return original(model, image, window, *args, **kwargs)
+
+    monkeypatch.setattr(inference_pkg, "sliding_window", spy)
+    cfg = tiny_config(iterations=2)
+    trainer = Trainer(sample[0][None], annotation, cfg)
+    vals = [e for e in trainer.run() if isinstance(e, Validation)]
+    assert vals
+    assert seen
+    ckpt = trainer.checkpoint()
+    overlap = cfg.infer.overlap
+    for shape, window in seen:
+        expected = prediction_window(ckpt, shape, overlap, trainer.model.divisor)
+        assert window == tuple(min(w, s) for w, s in zip(expected, shape))
+    # on this volume the grown window covers it at once; the bare patch takes 8 windows
+    assert seen[0] == (SHAPE, SHAPE)
+    assert count_windows(SHAPE, cfg.data.patch_size, overlap) == 8

@@ -143,13 +143,17 @@ class Monitoring:
 
     def _probabilities(self, image: np.ndarray, overlap: float | None = None) -> np.ndarray:
         """Softmax probabilities (K, *spatial) of a normalised image (C, *spatial), by
-        sliding windows of the training patch size; ``overlap`` ``None`` = the run's
-        ``infer.overlap``, as prediction will use."""
-        from .inference import sliding_window
+        sliding windows laid out as prediction lays them out: the training patch, grown
+        along short axes (:func:`~.inference.inference_window`); ``overlap`` ``None`` =
+        the run's ``infer.overlap``, as prediction will use."""
+        from .inference import inference_window, sliding_window
 
-        window = tuple(min(p, s) for p, s in zip(self.patch_size, image.shape[1:]))
+        overlap = self.config.infer.overlap if overlap is None else overlap
+        spatial = image.shape[1:]
+        grown = inference_window(spatial, self.patch_size, overlap, self.model.divisor)
+        window = tuple(min(w, s) for w, s in zip(grown, spatial))
         infer = InferConfig(
-            overlap=self.config.infer.overlap if overlap is None else overlap,
+            overlap=overlap,
             window_batch=self.config.infer.window_batch,
             blend="gaussian",
         )
