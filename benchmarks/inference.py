@@ -260,14 +260,15 @@ def worker(a: dict) -> dict:
     image = np.load(a["norm_path"] if variant != "ours_predict" else a["raw_path"])
     res: dict[str, Any] = {"variant": variant, "dtype": "float32"}
 
-    bf16 = variant.endswith("_bf16")
+    tokens = _tokens(variant)
+    bf16 = "bf16" in tokens
     if variant.startswith("monai"):
         from monai.inferers import sliding_window_inference
 
         sw = int(a["sw_batch_size"])
         overlap = float(a["overlap"])
         res["dtype"] = "bfloat16" if bf16 else "float32"
-        model.use_channels_last("_cl" in variant)
+        model.use_channels_last("cl" in tokens)
         res["channels_last"] = model.channels_last
 
         def predictor(x):
@@ -372,12 +373,20 @@ def _sw_batch(variant: str, planned: int) -> int:
     return planned
 
 
+def _tokens(variant: str) -> set[str]:
+    """The options a variant name carries, as its ``_``-separated parts: ``monai_sw8_o125_bf16``
+    -> {monai, sw8, o125, bf16} (``o25``/``o125`` the overlap, ``cl`` channels-last,
+    ``bf16`` bfloat16 autocast)."""
+    return set(variant.split("_"))
+
+
 def _overlap(variant: str, ours: float) -> float:
     """Window overlap of a variant: MONAI's tutorial value, ours from the model, or the
     other tool's where the variant says so (``_o25`` / ``_o125``)."""
-    if "_o25" in variant:
+    tokens = _tokens(variant)
+    if "o25" in tokens:
         return 0.25
-    if "_o125" in variant:
+    if "o125" in tokens:
         return 0.125
     return MONAI_OVERLAP if variant.startswith("monai") else ours
 
@@ -400,7 +409,7 @@ def _goals(rows: list[dict], tag: str) -> dict:
             r
             for r in mine
             if r["variant"].startswith("monai")
-            and r["variant"].endswith("_bf16") == bool(suffix)
+            and ("bf16" in _tokens(r["variant"])) == bool(suffix)
             and r.get("overlap") == MONAI_OVERLAP
         ]
         # MONAI as its tutorials run it, and MONAI given ours' layout (--compare-layouts)

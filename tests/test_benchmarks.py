@@ -54,6 +54,16 @@ def test_table_and_median():
     assert math.isnan(_common.median([]))
 
 
+def test_inference_variant_names_carry_their_options():
+    bench = inference
+    assert bench._overlap("monai_sw8_o125_bf16", 0.25) == 0.125
+    assert bench._overlap("ours_sw_o25", 0.125) == 0.25
+    assert bench._overlap("ours_sw_bf16", 0.125) == 0.125
+    assert bench._overlap("monai_sw8_cl", 0.125) == bench.MONAI_OVERLAP
+    assert bench._tokens("monai_sw8_cl_bf16") == {"monai", "sw8", "cl", "bf16"}
+    assert "cl" not in bench._tokens("monai_sw2")
+
+
 @pytest.mark.slow
 def test_inference_smoke(tmp_path):
     out = tmp_path / "inference.json"
