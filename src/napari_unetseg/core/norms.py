@@ -94,12 +94,13 @@ def _group_norm_stats(
 class _ChannelsLastNorm(torch.autograd.Function):
     """Instance norm of a channels-last 3D map on the CPU, for training: torch's
     group-norm kernel forward (in the map's layout for float32; through a channels-first
-    copy for bfloat16/float16, see :func:`_channels_first_group_norm`), and its backward
-    on channels-first copies. torch's channels-last group-norm backward is its slow path:
-    for a (2, 8, 48, 48, 48) map, 30 ms against 10 ms for this one in float32 on 2 AMD
-    EPYC cores, 26 ms against 1.5 ms in bfloat16 on 2 Xeon cores with native bfloat16,
-    where it took two thirds of a bfloat16 training step (``tests/core/test_norms.py``
-    checks the gradients against torch's).
+    copy for bfloat16/float16, as :func:`_channels_first_group_norm`, and that copy is
+    the map kept for the backward), and its backward on channels-first maps. torch's
+    channels-last group-norm backward is its slow path: for a (2, 8, 48, 48, 48) map,
+    30 ms against 10 ms for this one in float32 on 2 AMD EPYC cores, 26 ms against 1.5 ms
+    in bfloat16 on 2 Xeon cores with native bfloat16, where it took two thirds of a
+    bfloat16 training step (``tests/core/test_norms.py`` checks the gradients against
+    torch's).
     """
 
     @staticmethod
