@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from napari_unetseg.core import norms
 from napari_unetseg.core.norms import InstanceNorm, stable_norms
 
 
@@ -105,6 +106,71 @@ def test_instance_norm_of_reduced_precision_channels_last_maps(dtype):
         torch.testing.assert_close(
             ours_grad.double(), ref, rtol=tol, atol=tol * float(ref.abs().max())
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("shape", "k"),
+    [
+        ((2, 8, 16, 16, 12), 8),  # rows of 8 voxels x 8 channels
+        ((1, 12, 10, 10, 10), 5),  # 12 channels: 5 voxels per row of 60
+        ((1, 8, 7, 7, 7), 7),  # 343 voxels: no factor 8, 7 voxels per row
+        ((2, 64, 4, 4, 4), 1),  # one voxel per row
+    ],
+)
+def test_large_reduced_precision_maps_are_normalised_tiled(monkeypatch, dtype, shape, k):
+    """Large bfloat16/float16 channels-last maps are normalised in their own layout
+    (the tiled view's column statistics combined per channel): float32 statistics, so a
+    map far from zero (mean 40, sd 2) comes out as the float64 reference does within the
+    output's rounding, channels-last, in the map's dtype, for channel counts that do and
+    do not divide the row width, and voxel counts with and without the preferred factor."""
+    monkeypatch.setattr(norms, "TILED_NORM_MIN_VALUES", 1)
+    calls = []
+    tiled = norms._tiled_instance_norm
+
+    def spy(x, view, *args):
+        calls.append(view[1])
+        return tiled(x, view, *args)
+
+    monkeypatch.setattr(norms, "_tiled_instance_norm", spy)
+    torch.manual_seed(2)
+    c = shape[1]
+    ours = InstanceNorm(c)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ours.bias.uniform_(-1.0, 1.0)
+    x64 = 40.0 + 2.0 * torch.randn(shape, dtype=torch.float64)
+    x64[:, 0] *= 0.25  # channels of different spread
+    x = x64.to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    # the reference normalises the rounded map: what is compared is the normalisation
+    ref = F.instance_norm(x.double(), weight=ours.weight.double(), bias=ours.bias.double())
+    with torch.no_grad():
+        y = ours(x)
+    assert calls == [k]
+    assert y.dtype == dtype
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    # one rounding of outputs up to about 4: half a unit in the last place
+    tol = 2.0**-8 * 4 if dtype == torch.bfloat16 else 2.0**-11 * 4
+    torch.testing.assert_close(y.double(), ref, rtol=0, atol=tol)
+
+
+def test_maps_that_do_not_tile_or_are_small_take_the_channels_first_copies(monkeypatch):
+    """Maps below :data:`~napari_unetseg.core.norms.TILED_NORM_MIN_VALUES` and maps whose
+    rows would be narrower than the minimum (13 voxels of 8 channels) take the copies,
+    with the same numbers."""
+    calls = []
+    monkeypatch.setattr(norms, "_tiled_instance_norm", lambda *a: calls.append(a))
+    ours = InstanceNorm(8)
+    small, prime = (2, 8, 4, 4, 4), (1, 8, 1, 1, 13)
+    for shape in (small, prime):
+        if shape == prime:
+            monkeypatch.setattr(norms, "TILED_NORM_MIN_VALUES", 1)
+        x = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last_3d)
+        with torch.no_grad():
+            y = ours(x)
+        ref = F.instance_norm(x.double(), weight=ours.weight.double(), bias=ours.bias.double())
+        torch.testing.assert_close(y.double(), ref, rtol=0, atol=2.0**-8 * 4)
+    assert calls == []
 
 
 def test_stable_norms_use_torch_instance_norm_for_huge_maps():

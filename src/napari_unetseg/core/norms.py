@@ -64,12 +64,110 @@ class InstanceNorm(nn.GroupNorm):
                 if torch.is_grad_enabled() and x.requires_grad:
                     return _ChannelsLastNorm.apply(x, self.weight, self.bias, self.eps)
                 if x.dtype != torch.float32:
-                    return _channels_first_group_norm(x, self.weight, self.bias, self.eps)[0]
+                    return _reduced_precision_norm(x, self.weight, self.bias, self.eps)
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, eps={self.eps}"
+
+
+#: a reduced-precision channels-last map with at least this many values per sample is
+#: normalised by :func:`_tiled_instance_norm`; smaller ones take the copies of
+#: :func:`_channels_first_group_norm`, whose fixed cost is lower (a (2, 16, 24, 24, 24)
+#: bfloat16 map: 0.35 ms against 0.42 ms on 2 AMD EPYC cores with AVX-512 BF16)
+TILED_NORM_MIN_VALUES = 2**19
+
+#: values per row of the tiled view of :func:`_tiled_instance_norm`: whole cache lines of
+#: float32 statistics, and rows wide enough for torch's channels-last batch-norm kernels
+#: (a row of 8 bfloat16 values is 4.7x slower to reduce than a row of 64)
+_TILE_WIDTH = 64
+
+#: narrower rows than this (the voxel count has no suitable factor) take the copies
+_MIN_TILE_WIDTH = 32
+
+
+def _reduced_precision_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Instance norm of a channels-last 3D bfloat16/float16 map, channels-last, outside
+    training: tiled (:func:`_tiled_instance_norm`) where the map is large and its voxels
+    tile, otherwise through a channels-first copy."""
+    if x[0].numel() >= TILED_NORM_MIN_VALUES:
+        tiled = _tile_view(x)
+        if tiled is not None:
+            return _tiled_instance_norm(x, tiled, weight, bias, eps)
+    return _channels_first_group_norm(x, weight, bias, eps)[0]
+
+
+def _tile_view(x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+    """The channels-last map ``x`` (N, C, *spatial) seen as (N, voxels / k, k * C) rows
+    without a copy (row ``r`` of sample ``n`` holds voxels ``r*k .. r*k + k - 1``, channels
+    innermost), and ``k``; ``None`` where the voxel count has no factor giving rows of at
+    least :data:`_MIN_TILE_WIDTH` values."""
+    n, c = x.shape[0], x.shape[1]
+    voxels = math.prod(x.shape[2:])
+    k = max(1, _TILE_WIDTH // c)
+    while voxels % k:
+        k -= 1
+    if k * c < _MIN_TILE_WIDTH:
+        return None
+    rows = x.permute(0, *range(2, x.ndim), 1).reshape(n, voxels // k, k * c)
+    return rows, k
+
+
+def _tiled_instance_norm(
+    x: torch.Tensor,
+    tiled: tuple[torch.Tensor, int],
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """Instance norm of a channels-last map without leaving its layout, from torch's
+    channels-last batch-norm kernels run on its tiled view (:func:`_tile_view`): each
+    column of the view is one channel of a ``k``-th of the voxels, so the kernel's column
+    statistics (float32 mean and variance of each column, ``batch_norm_update_stats``)
+    combine exactly into each channel's (the variance of equal-sized parts: the mean of
+    their variances plus the variance of their means), and the normalisation is the
+    kernel's inference form with those statistics repeated ``k`` times along the row,
+    computed in float32 and rounded once. Two passes over the map, where the copies of
+    :func:`_channels_first_group_norm` take four: a (2, 8, 48, 48, 48) bfloat16 map in
+    0.94 ms against 1.9 ms, a (1, 8, 128, 128, 128) one in 20-24 ms against 65-69 ms on 2
+    AMD EPYC cores with AVX-512 BF16, with the same error against a float64 reference."""
+    rows, k = tiled
+    n, c = x.shape[0], x.shape[1]
+    width = rows.shape[2]
+    # momentum 0 leaves these placeholders as they are; float32 ones make the kernel
+    # return float32 statistics for a bfloat16/float16 map
+    keep_mean = torch.zeros(width, dtype=torch.float32)
+    keep_var = torch.ones(width, dtype=torch.float32)
+    col_mean = torch.empty(n, width, dtype=torch.float32)
+    col_var = torch.empty(n, width, dtype=torch.float32)
+    for i in range(n):
+        col_mean[i], col_var[i] = torch.batch_norm_update_stats(rows[i], keep_mean, keep_var, 0.0)
+    col_mean, col_var = col_mean.view(n, k, c), col_var.view(n, k, c)
+    mean = col_mean.mean(1)
+    var = col_var.mean(1) + (col_mean - mean[:, None]).square().mean(1)
+    out = torch.empty_like(x)
+    out_rows = out.permute(0, *range(2, x.ndim), 1).reshape(n, rows.shape[1], width)
+    w = weight.detach().float().repeat(k)
+    b = bias.detach().float().repeat(k)
+    unused = torch.empty(0, dtype=torch.float32)
+    for i in range(n):
+        torch.ops.aten.native_batch_norm.out(
+            rows[i],
+            w,
+            b,
+            mean[i].repeat(k),
+            var[i].repeat(k),
+            False,
+            0.0,
+            eps,
+            out=out_rows[i],
+            save_mean=unused,
+            save_invstd=unused,
+        )
+    return out
 
 
 def _channels_first_group_norm(
