@@ -248,3 +248,28 @@ def test_match_zone_pairs_shared_seeds_and_lonely_pieces():
     assert n == 7  # 2 + 7 local objects, two pairs joined
     assert luts[0][1] == luts[1][5]
     assert luts[0][2] == luts[1][7]
+
+
+def test_an_output_reopened_by_a_worker_stores_all_background_chunks(tmp_path):
+    """A dask worker reopens the output by path; a block predicted as all background must
+    still store its chunks (the array's write_empty_chunks does not travel with the store),
+    or reading the result back fails on the missing chunks."""
+    from napari_unetseg.core.block_phases import _open
+    from napari_unetseg.core.io.zarr_write import create_labels_zarr
+
+    path = tmp_path / "labels.ome.zarr"
+    create_labels_zarr(path, (8, 8, 8), chunks=(4, 4, 4))
+    worker_view = _open(path / "0")
+    for z in (0, 4):
+        for y in (0, 4):
+            for x in (0, 4):
+                block = np.full((4, 4, 4), 0 if z == y == x == 0 else 1, np.uint8)
+                worker_view[z : z + 4, y : y + 4, x : x + 4] = block  # the first one empty
+    chunk_files = [
+        p for p in (path / "0").rglob("*") if p.is_file() and not p.name.startswith(".")
+    ]
+    assert len(chunk_files) == 8
+    labels, _ = read_labels(path)  # strict about missing chunks
+    region = np.asarray(labels)
+    assert region[:4, :4, :4].max() == 0
+    assert region[4:, 4:, 4:].min() == 1

@@ -46,10 +46,15 @@ class BlockJob:
 
 
 def _open(target: Any) -> Any:
+    """An output opened in this process (a dask worker). It stores every chunk it is
+    given, as the array created by :func:`~.io.zarr_write.create_labels_zarr` does:
+    ``write_empty_chunks`` is a setting of the open array, not of the store, and without it
+    a block predicted as all background leaves its chunks missing, which the reader
+    rightly refuses."""
     if isinstance(target, (str, os.PathLike)):
         import zarr
 
-        return zarr.open_array(str(target), mode="r+")
+        return zarr.open_array(str(target), mode="r+").with_config({"write_empty_chunks": True})
     return target
 
 
