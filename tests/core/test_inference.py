@@ -27,7 +27,12 @@ from napari_unetseg.core.inference import (
     window_grid,
     window_starts,
 )
-from napari_unetseg.core.inference.windows import MIN_WINDOW_SAVING
+from napari_unetseg.core.inference.windows import (
+    CONTEXT_GROWTH,
+    CONTEXT_WINDOW,
+    MIN_WINDOW_SAVING,
+    context_window,
+)
 from napari_unetseg.core.model import UNet
 
 
@@ -113,9 +118,36 @@ def test_window_grid_is_sorted_along_the_first_axis():
     assert [g[0] for g in grid] == sorted(g[0] for g in grid)
 
 
+def test_3d_windows_get_more_context_than_the_training_patch():
+    """3D windows are the patch x 4/3 per axis in divisor steps, at most 64 and at most
+    the image (rounded up), never below the patch; 2D networks keep their patch."""
+    assert CONTEXT_GROWTH == 4 / 3
+    assert CONTEXT_WINDOW == 64
+    assert context_window((64, 256, 256), (48, 48, 48), (16, 16, 16)) == (64, 64, 64)
+    assert context_window((64, 256, 256), (48, 48, 48), (8, 8, 8)) == (64, 64, 64)
+    assert context_window((64, 256, 256), (40, 40, 40), (8, 8, 8)) == (56, 56, 56)
+    # a thin anisotropic patch grows in proportion, not to the cap
+    assert context_window((64, 256, 256), (16, 96, 96), (4, 8, 8)) == (24, 96, 96)
+    # a patch at or over the cap is kept
+    assert context_window((200, 200, 200), (96, 64, 128), (8, 8, 8)) == (96, 64, 128)
+    # a short image: the window stops at its length rounded up, never below the patch
+    assert context_window((30, 40, 50), (48, 48, 48), (8, 8, 8)) == (48, 48, 56)
+    assert context_window((256, 256), (128, 128), (16, 16)) == (128, 128)
+    # always the patch plus whole divisor steps: 56 + 16 would pass the cap of 64
+    assert context_window((200, 200, 200), (56, 40, 8), (16, 8, 4)) == (56, 56, 12)
+    for p in range(1, 80):
+        for d in (1, 2, 4, 8, 16):
+            w = context_window((300, 300, 300), (p, p, p), (d, d, d))[0]
+            assert (w - p) % d == 0
+            assert p <= w <= max(p, 64)
+    # inference_window starts from it
+    assert inference_window((64, 256, 256), (48, 48, 48), 0.25, (8, 8, 8)) == (64, 64, 64)
+
+
 def test_inference_window_grows_only_where_it_saves_computed_voxels():
-    # 64 slices: two 48-slice windows compute 96 slices, one 64-slice window 64 (-33 %)
-    assert inference_window((64, 256, 256), (48, 48, 48), 0.125, (16, 16, 16)) == (64, 48, 48)
+    # 64 slices: two 48-slice windows compute 96 slices, one 64-slice window 64 (-33 %);
+    # a 2D network (no added context) shows the growth alone
+    assert inference_window((64, 256), (48, 48), 0.125, (16, 16)) == (64, 48)
     # 256 = 6 x 48 at overlap 0.125 steps of 42; no longer window up to 72 saves 25 %
     win = inference_window((256,), (48,), 0.125, (16,))
     assert win == (48,)

@@ -97,7 +97,11 @@ def test_a_2d_model_still_takes_a_single_channel_2d_image():
 # --------------------------------------------------------------------- tiny windows
 
 
-def test_tiny_windows_are_refused_with_one_line_suggesting_a_larger_patch():
+def test_tiny_windows_are_refused_with_one_line_suggesting_a_larger_patch(monkeypatch):
+    from napari_unetseg.core.inference import windows
+
+    # the 1-voxel patch predicts with 1-voxel windows (no added context)
+    monkeypatch.setattr(windows, "CONTEXT_GROWTH", 1.0)
     ckpt = _Counting(_checkpoint(dims=3, patch=(1, 1, 1)))
     ckpt.config.infer.overlap = 0.25  # 1-voxel windows stepping by 0.75: more than voxels
     shape = (16, 32, 32)
