@@ -130,8 +130,9 @@ def test_3d_windows_get_more_context_than_the_training_patch():
     assert context_window((64, 256, 256), (16, 96, 96), (4, 8, 8)) == (24, 96, 96)
     # a patch at or over the cap is kept
     assert context_window((200, 200, 200), (96, 64, 128), (8, 8, 8)) == (96, 64, 128)
-    # a short image: the window stops at its length rounded up, never below the patch
-    assert context_window((30, 40, 50), (48, 48, 48), (8, 8, 8)) == (48, 48, 56)
+    # the window stays inside the image (the patch where the image is shorter)
+    assert context_window((30, 40, 50), (48, 48, 48), (8, 8, 8)) == (48, 48, 48)
+    assert context_window((61, 73, 61), (48, 48, 48), (8, 8, 8)) == (56, 64, 56)
     assert context_window((256, 256), (128, 128), (16, 16)) == (128, 128)
     # always the patch plus whole divisor steps: 56 + 16 would pass the cap of 64
     assert context_window((200, 200, 200), (56, 40, 8), (16, 8, 4)) == (56, 56, 12)
@@ -158,11 +159,13 @@ def test_inference_window_grows_only_where_it_saves_computed_voxels():
         cost = len(window_starts(size, w, 0.125)) * w
         assert w % 16 == 0
         assert 48 <= w <= 72
+        assert w == 48 or w <= size  # never past the image
         assert w == 48 or cost <= (1 - MIN_WINDOW_SAVING) * base
     # axes no longer than the patch keep it; the divisor sets the steps
     assert inference_window((30, 40), (32, 32), 0.25, (8, 8)) == (32, 40)
     assert inference_window((30, 40), (32, 32), 0.25) == (32, 40)
-    assert inference_window((30, 40), (32, 32), 0.25, (16, 16)) == (32, 48)
+    # 48 would reach past the 40-pixel axis: the window stays inside the image
+    assert inference_window((30, 40), (32, 32), 0.25, (16, 16)) == (32, 32)
     # 50 = two windows of 32 (64 computed); no window up to 48 covers it in one
     assert inference_window((30, 50), (32, 32), 0.25, (8, 8)) == (32, 32)
 
