@@ -97,6 +97,24 @@ def test_inference_goals_separate_monai_at_its_patch_from_monai_at_ours_window()
 
 
 @pytest.mark.slow
+def test_window_context_smoke(tmp_path):
+    """The window study trains a tiny model and scores the patch, the default window and
+    the cubes on the same model: one row each, Dice in [0, 1], the default window being
+    the one predict picks."""
+    from benchmarks import window_context
+
+    out = tmp_path / "windows.json"
+    assert window_context.main(["--smoke", "--datasets", "sample", "--out", str(out)]) == 0
+    rows = _load(out)["results"]
+    assert [r["variant"] for r in rows] == ["patch", "default", "cube 8", "cube 16"]
+    assert rows[0]["window"] == "8x16x16"
+    assert rows[1]["window"] != rows[0]["window"]  # the default adds context
+    for r in rows:
+        assert 0.0 <= r["dice"] <= 1.0
+        assert r["seconds"] > 0
+
+
+@pytest.mark.slow
 def test_inference_smoke(tmp_path):
     out = tmp_path / "inference.json"
     assert inference.main(["--smoke", "--out", str(out)]) == 0

@@ -82,13 +82,14 @@ def context_window(
     patch.
 
     A voxel near a window's border is predicted from zero padding instead of its
-    surroundings, and the per-window instance norm sees a small crop: with the CPU's
-    48^3 patch, windows of 64^3 raised the Dice of the same models from 0.880 to 0.928 (the
-    sample, 64 x 256 x 256), from 0.964 to 0.979 (the MNI152 brain mask at 1 mm) and from
-    0.796 to 0.875 (its grey and white matter), at the same or a lower prediction time.
+    surroundings, and the per-window instance norm sees a small crop. With the CPU's 48^3
+    patch (``benchmarks.window_context``, two models each), 64^3 windows raised the Dice
+    from 0.878 / 0.864 to 0.928 / 0.915 on the sample (64 x 256 x 256), from 0.989 / 0.981
+    to 0.993 / 0.987 on the MNI152 brain mask at 1 mm and from 0.852 / 0.867 to
+    0.903 / 0.902 on its grey and white matter, at the same or a lower prediction time.
     Larger windows helped the first two further but hurt the grey/white matter task
-    (0.831 at 96^3, 0.806 at 128^3: the instance norm's statistics then drift from those of
-    the training patches), hence the cap (benchmarks/RESULTS.md).
+    (0.859 / 0.797 at 96^3, 0.839 / 0.653 at 128^3: the instance norm's statistics drift
+    from those of the training patches), hence the cap (benchmarks/RESULTS.md).
     """
     if len(patch) != 3:
         return tuple(int(p) for p in patch)
@@ -107,10 +108,11 @@ def _within_image(size: int, p: int, d: int) -> int:
     it (``p`` where the axis is shorter than the patch: only then is the image padded).
 
     A window reaching past the image sees mirrored or repeated voxels instead of real
-    context, and a window spanning a whole small image normalises over all of it: on the
-    MNI152 brain mask at 3 mm (61 x 73 x 61, 48^3 patch), two models reached Dice
-    0.997 / 0.9965 with 48^3 windows and 56 x 64 x 56 ones, 0.9945 / 0.9895 with one
-    61 x 73 x 61 window and 0.9855 / 0.9865 with 64 x 80 x 72 windows reaching past it."""
+    context: on the MNI152 brain mask at 3 mm (64 x 79 x 67, 48^3 patch) two models
+    reached Dice 0.9942 / 0.9892 with the 64 x 48 x 72 windows the growth along short
+    axes gave before (5 voxels past the image along x), 0.9855 / 0.9865 with 64 x 80 x 72,
+    and 0.9958 / 0.9939 with the 64^3 windows inside it (0.997 / 0.9965 with the bare
+    patch)."""
     return p + max(0, (size - p) // d) * d
 
 

@@ -1,0 +1,244 @@
+"""Prediction windows against Dice: the training patch, the window ``predict`` uses, and
+larger ones, on the same trained models.
+
+A 3D network trained on small patches (48^3 on the CPU) can predict with larger windows:
+it is fully convolutional. Each window size gives the same model a different result,
+because voxels near a window's border are predicted from padding, and because instance
+norm computes its statistics over the window. This measures, per volume, the Dice against
+the dense truth and the prediction time for:
+
+* ``patch``: the training patch (MONAI's and nnU-Net's choice);
+* ``default``: the window ``predict`` picks (``prediction_window``: the patch with added
+  context, fitted to the image and inside it);
+* ``cube N``: N^3 windows (each axis no longer than the image where the image is at least
+  the patch), ``--cubes``.
+
+Volumes (``--datasets``), each with its own model trained here with the default settings
+(``Config()``, ``--iterations`` steps) on 10 % of the slices along each axis
+(``sparsify(truth, 0.1, axes="zyx", mode="random", seed=0)``) and scored on the whole
+volume (mean foreground Dice):
+
+* ``sample``: trained on ``make_sample((64, 128, 128), seed=0)``, scored on
+  ``make_sample((64, 256, 256), seed=1)`` (the inference benchmark's volume);
+* ``mni1_brain`` / ``mni1_gmwm``: the MNI152 2009 template at 1 mm (189 x 233 x 197 as
+  (Z, Y, X)) with nilearn's brain mask / grey and white matter masks (3 classes: grey,
+  white where not grey), trained and scored on the same volume;
+* ``mni3_brain``: the same template and brain mask at 3 mm (64 x 79 x 67), the real volume
+  of ``benchmarks.time_to_quality``.
+
+The MNI152 files ship inside nilearn (package BSD-3-Clause; template (C) McConnell Brain
+Imaging Centre, read here, not redistributed).
+
+Usage::
+
+    python -m benchmarks.window_context [--smoke] [--datasets sample,mni1_brain,...]
+        [--iterations 300] [--seeds 0] [--cubes 48,64,80,96,128] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks import _common as C
+
+DATASETS = "sample,mni1_brain,mni1_gmwm,mni3_brain"
+
+
+def _mni(resolution: int, task: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from nilearn import datasets
+
+    def zyx(img) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(img.get_fdata()).transpose(2, 1, 0))
+
+    image = zyx(datasets.load_mni152_template(resolution=resolution)).astype(np.float32)
+    if task == "brain":
+        truth = (zyx(datasets.load_mni152_brain_mask(resolution=resolution)) > 0).astype(np.int32)
+        return image, truth, ["brain"]
+    grey = zyx(datasets.load_mni152_gm_mask(resolution=resolution)) > 0
+    white = zyx(datasets.load_mni152_wm_mask(resolution=resolution)) > 0
+    truth = np.zeros(image.shape, np.int32)
+    truth[grey] = 1
+    truth[white & ~grey] = 2
+    return image, truth, ["grey", "white"]
+
+
+def load(name: str, smoke: bool) -> dict[str, Any]:
+    """{"train": (image, truth), "test": (image, truth), "class_names", "source"}."""
+    if name == "sample":
+        from napari_unetseg.core.sample import make_sample
+
+        train_shape, test_shape = (
+            ((16, 32, 32), (16, 48, 48))
+            if smoke
+            else (
+                (64, 128, 128),
+                (64, 256, 256),
+            )
+        )
+        image, truth, _ = make_sample(shape=train_shape, seed=0)
+        test_image, test_truth, _ = make_sample(shape=test_shape, seed=1)
+        return {
+            "train": (np.asarray(image, np.float32), truth.astype(np.int32)),
+            "test": (np.asarray(test_image, np.float32), test_truth.astype(np.int32)),
+            "class_names": ["bright", "textured"],
+            "source": f"make_sample({train_shape}, seed=0) -> make_sample({test_shape}, seed=1)",
+        }
+    if name.startswith("mni"):
+        try:
+            import nilearn
+        except ImportError as e:  # pragma: no cover - optional dependency of the benchmark
+            raise SystemExit(f"{name} needs nilearn: pip install nilearn") from e
+        resolution = int(name[3]) if not smoke else 6
+        image, truth, classes = _mni(resolution, name.split("_", 1)[1])
+        return {
+            "train": (image, truth),
+            "test": (image, truth),
+            "class_names": classes,
+            "source": (
+                f"nilearn {nilearn.__version__} MNI152 2009 template and masks at "
+                f"{resolution} mm (package BSD-3-Clause; template (C) McConnell Brain Imaging "
+                "Centre)"
+            ),
+        }
+    raise SystemExit(f"unknown dataset {name!r}: choose from {DATASETS}")
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray, classes: int) -> float:
+    out = []
+    for c in range(1, classes + 1):
+        a, b = pred == c, truth == c
+        denom = int(a.sum()) + int(b.sum())
+        out.append(2.0 * int((a & b).sum()) / denom if denom else 1.0)
+    return float(np.mean(out))
+
+
+def _windows(ckpt: Any, shape: tuple[int, ...], cubes: list[int], divisor) -> dict[str, tuple]:
+    from napari_unetseg.core.inference import prediction_window
+
+    patch = tuple(int(p) for p in ckpt.config.data.patch_size)
+    overlap = ckpt.config.infer.overlap
+    out = {"patch": patch, "default": prediction_window(ckpt, shape, overlap, divisor)}
+    for n in cubes:
+        # inside the image where it is at least the patch, in the network's steps
+        win = tuple(
+            p if s < p else min(n, p + ((s - p) // d) * d) if n > p else n
+            for s, p, d in zip(shape, patch, divisor)
+        )
+        out[f"cube {n}"] = win
+    return out
+
+
+def run(args) -> dict:
+    from napari_unetseg.core.annotations import sparsify
+    from napari_unetseg.core.config import Config
+    from napari_unetseg.core.events import Done, run_to_completion
+    from napari_unetseg.core.inference import predict
+    from napari_unetseg.core.training import Trainer
+
+    env = C.environment()
+    print(C.describe_env(env), file=sys.stderr)
+    cubes = [int(c) for c in args.cubes.split(",") if c]
+    rows, sources = [], {}
+    for name in args.datasets.split(","):
+        ds = load(name, args.smoke)
+        sources[name] = ds["source"]
+        (image, truth), (test_image, test_truth) = ds["train"], ds["test"]
+        classes = len(ds["class_names"])
+        ann = sparsify(truth, 0.1, axes="zyx", mode="random", seed=0)
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            cfg = Config()
+            cfg.train.seed = seed
+            cfg.train.iterations = args.iterations
+            cfg.class_names = list(ds["class_names"])
+            if args.smoke:
+                cfg.model.base_width, cfg.model.depth = 4, 2
+                cfg.data.patch_size = [8, 16, 16]
+            print(f"{name} seed {seed}: training {args.iterations} steps ...", file=sys.stderr)
+            t0 = time.perf_counter()
+            ckpt = None
+            for ev in Trainer(image[None], ann, cfg).run():
+                if isinstance(ev, Done):
+                    ckpt = ev.result
+            assert ckpt is not None
+            train_seconds = time.perf_counter() - t0
+            divisor = ckpt.build_model("cpu").divisor
+            windows = _windows(ckpt, test_image.shape, cubes, divisor)
+            seen: dict[tuple, dict] = {}
+            for label, win in windows.items():
+                if win not in seen:
+                    t0 = time.perf_counter()
+                    done = run_to_completion(
+                        predict(ckpt, test_image[None], keep_probabilities=False, window=win)
+                    )
+                    seconds = time.perf_counter() - t0
+                    labels = np.asarray(done.result.labels)
+                    seen[win] = {"dice": _dice(labels, test_truth, classes), "seconds": seconds}
+                row = {
+                    "dataset": name,
+                    "seed": seed,
+                    "iterations": args.iterations,
+                    "train_seconds": train_seconds,
+                    "shape": "x".join(map(str, test_image.shape)),
+                    "variant": label,
+                    "window": "x".join(map(str, win)),
+                    **seen[win],
+                }
+                print(
+                    f"  {label:9s} {row['window']:12s} Dice {row['dice']:.4f} "
+                    f"{row['seconds']:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                rows.append(row)
+    return {
+        "benchmark": "window_context",
+        "command": "python -m benchmarks.window_context " + " ".join(args.argv),
+        "smoke": bool(args.smoke),
+        "environment": env,
+        "settings": {
+            "defaults": "Config() with train.iterations and train.seed as given",
+            "annotation": "sparsify(truth, 0.1, axes='zyx', mode='random', seed=0)",
+            "sources": sources,
+        },
+        "load_average_at_end": C.load_average(),
+        "results": rows,
+    }
+
+
+def print_table(data: dict) -> None:
+    print(C.describe_env(data["environment"]))
+    cols = [
+        ("dataset", "volume", ""),
+        ("shape", "shape", ""),
+        ("seed", "seed", "d"),
+        ("variant", "variant", ""),
+        ("window", "window", ""),
+        ("dice", "Dice", ".4f"),
+        ("seconds", "predict s", ".2f"),
+    ]
+    print(C.table(data["results"], cols))
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = C.arg_parser("window_context", __doc__)
+    p.add_argument("--smoke", action="store_true", help="tiny volumes and network")
+    p.add_argument("--datasets", default=DATASETS)
+    p.add_argument("--iterations", type=int, default=300, help="training steps per model")
+    p.add_argument("--seeds", default="0", help="training seeds, comma separated")
+    p.add_argument("--cubes", default="48,64,80,96,128", help="N for N^3 windows")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.iterations = min(args.iterations, 3)
+        args.cubes = "8,16"
+    args.argv = argv
+    return C.report("window_context", args, run, print_table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
