@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _common as C
+from benchmarks.time_to_quality import mean_dice
 
 DATASETS = "sample,mni1_brain,mni1_gmwm,mni3_brain"
 
@@ -107,15 +108,6 @@ def load(name: str, smoke: bool) -> dict[str, Any]:
     raise SystemExit(f"unknown dataset {name!r}: choose from {DATASETS}")
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray, classes: int) -> float:
-    out = []
-    for c in range(1, classes + 1):
-        a, b = pred == c, truth == c
-        denom = int(a.sum()) + int(b.sum())
-        out.append(2.0 * int((a & b).sum()) / denom if denom else 1.0)
-    return float(np.mean(out))
-
-
 def _windows(ckpt: Any, shape: tuple[int, ...], cubes: list[int], divisor) -> dict[str, tuple]:
     from napari_unetseg.core.inference import prediction_window
 
@@ -176,7 +168,10 @@ def run(args) -> dict:
                     )
                     seconds = time.perf_counter() - t0
                     labels = np.asarray(done.result.labels)
-                    seen[win] = {"dice": _dice(labels, test_truth, classes), "seconds": seconds}
+                    seen[win] = {
+                        "dice": mean_dice(labels, test_truth, list(range(1, classes + 1))),
+                        "seconds": seconds,
+                    }
                 row = {
                     "dataset": name,
                     "seed": seed,
