@@ -54,7 +54,8 @@ def _open(target: Any) -> Any:
     if isinstance(target, (str, os.PathLike)):
         import zarr
 
-        return zarr.open_array(str(target), mode="r+").with_config({"write_empty_chunks": True})
+        array = zarr.open_array(str(target), mode="r+")
+        return array.with_config({"write_empty_chunks": True})  # type: ignore[call-overload]  # zarr ArrayConfigLike union
     return target
 
 

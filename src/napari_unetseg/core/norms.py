@@ -112,7 +112,8 @@ def _tile_view(x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         k -= 1
     if k * c < _MIN_TILE_WIDTH:
         return None
-    rows = x.permute(0, *range(2, x.ndim), 1).reshape(n, voxels // k, k * c)
+    # view, not reshape: a copy here would be normalised and lost (x is channels-last)
+    rows = x.permute(0, *range(2, x.ndim), 1).view(n, voxels // k, k * c)
     return rows, k
 
 
@@ -149,7 +150,7 @@ def _tiled_instance_norm(
     mean = col_mean.mean(1)
     var = col_var.mean(1) + (col_mean - mean[:, None]).square().mean(1)
     out = torch.empty_like(x)
-    out_rows = out.permute(0, *range(2, x.ndim), 1).reshape(n, rows.shape[1], width)
+    out_rows = out.permute(0, *range(2, x.ndim), 1).view(n, rows.shape[1], width)
     w = weight.detach().float().repeat(k)
     b = bias.detach().float().repeat(k)
     unused = torch.empty(0, dtype=torch.float32)

@@ -140,9 +140,9 @@ def inference_window(
     (windows x length) is kept if it computes at least :data:`MIN_WINDOW_SAVING` fewer
     than the window does; otherwise the window is kept. Axes no longer than the window
     keep it; no window grows past the image (:func:`_within_image`). On the inference
-    benchmark (64 x 256 x 256, patch 48^3, overlap 0.25) the
-    patch alone would give 49 windows of 64 x 48 x 48 instead of 98 of 48^3; with the
-    context it is 25 windows of 64^3 (benchmarks/RESULTS.md).
+    benchmark (64 x 256 x 256, patch 48^3, overlap 0.25) the patch alone would give 49
+    windows of 64 x 48 x 48 instead of 98 of 48^3; with the context it is 25 windows of
+    64^3 (benchmarks/RESULTS.md).
     """
     div = tuple(divisor) if divisor is not None else (1,) * len(patch)
     out = []
