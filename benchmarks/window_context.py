@@ -72,14 +72,9 @@ def load(name: str, smoke: bool) -> dict[str, Any]:
     if name == "sample":
         from napari_unetseg.core.sample import make_sample
 
-        train_shape, test_shape = (
-            ((16, 32, 32), (16, 48, 48))
-            if smoke
-            else (
-                (64, 128, 128),
-                (64, 256, 256),
-            )
-        )
+        train_shape, test_shape = (16, 32, 32), (16, 48, 48)
+        if not smoke:
+            train_shape, test_shape = (64, 128, 128), (64, 256, 256)
         image, truth, _ = make_sample(shape=train_shape, seed=0)
         test_image, test_truth, _ = make_sample(shape=test_shape, seed=1)
         return {
@@ -110,17 +105,17 @@ def load(name: str, smoke: bool) -> dict[str, Any]:
 
 def _windows(ckpt: Any, shape: tuple[int, ...], cubes: list[int], divisor) -> dict[str, tuple]:
     from napari_unetseg.core.inference import prediction_window
+    from napari_unetseg.core.inference.windows import _within_image
 
     patch = tuple(int(p) for p in ckpt.config.data.patch_size)
     overlap = ckpt.config.infer.overlap
     out = {"patch": patch, "default": prediction_window(ckpt, shape, overlap, divisor)}
     for n in cubes:
-        # inside the image where it is at least the patch, in the network's steps
-        win = tuple(
-            p if s < p else min(n, p + ((s - p) // d) * d) if n > p else n
+        # longer than the patch: no further than predict's own rule lets a window go
+        out[f"cube {n}"] = tuple(
+            min(n, _within_image(s, p, d)) if n > p else n
             for s, p, d in zip(shape, patch, divisor)
         )
-        out[f"cube {n}"] = win
     return out
 
 

@@ -143,9 +143,10 @@ class Monitoring:
 
     def _probabilities(self, image: np.ndarray, overlap: float | None = None) -> np.ndarray:
         """Softmax probabilities (K, *spatial) of a normalised image (C, *spatial), by
-        sliding windows laid out as prediction lays them out: the training patch, grown
-        along short axes (:func:`~.inference.inference_window`); ``overlap`` ``None`` =
-        the run's ``infer.overlap``, as prediction will use."""
+        sliding windows laid out as prediction lays them out
+        (:func:`~.inference.inference_window`: the training patch with added context,
+        fitted to the image), cut to the image where it is shorter than the patch;
+        ``overlap`` ``None`` = the run's ``infer.overlap``, as prediction will use."""
         from .inference import inference_window, sliding_window
 
         overlap = self.config.infer.overlap if overlap is None else overlap

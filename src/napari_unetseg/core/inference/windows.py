@@ -97,6 +97,8 @@ def context_window(
     out = []
     for size, p, d in zip(shape, patch, div):
         size, p, d = int(size), int(p), max(1, int(d))
+        # the 1e-9 absorbs float rounding of 4/3: a whole number of steps (48 / 3 / 16 = 1)
+        # computed a hair above it must not gain a step
         grown = p + math.ceil(p * (CONTEXT_GROWTH - 1.0) / d - 1e-9) * d
         cap = p + max(0, (CONTEXT_WINDOW - p) // d) * d
         out.append(min(grown, cap, _within_image(size, p, d)))
