@@ -400,11 +400,11 @@ def test_predict_puts_swapped_channel_files_back_in_the_model_order(volume, tmp_
     np.testing.assert_array_equal(nib.load(out1).dataobj, nib.load(out2).dataobj)
 
 
-def test_predict_uses_the_window_grown_along_short_axes(volume, tmp_path, monkeypatch):
-    """The CLI's predict runs the window the core's rule picks (prediction_window): on this
-    12 x 24 x 20 image the 8 x 16 x 16 patch grows to one window per axis."""
+def test_predict_uses_the_grown_window_layout(volume, tmp_path, monkeypatch):
+    """The CLI's predict runs the windows the core's rule picks (prediction_layout): on
+    this 12 x 24 x 20 image the 8 x 16 x 16 patch grows (with context, then along y)."""
     from napari_unetseg.core.checkpoint import load_checkpoint
-    from napari_unetseg.core.inference import engine, prediction_window
+    from napari_unetseg.core.inference import engine, prediction_layout
 
     d, _, _ = volume
     sparse = tmp_path / "sparse.nii.gz"
@@ -416,7 +416,7 @@ def test_predict_uses_the_window_grown_along_short_axes(volume, tmp_path, monkey
     original = engine._Engine.__init__
 
     def spy(self, model_, image, window, *rest, **kw):
-        windows.append(tuple(window))
+        windows.append((tuple(window), rest[5]))  # rest: config ... transform, steps
         original(self, model_, image, window, *rest, **kw)
 
     monkeypatch.setattr(engine._Engine, "__init__", spy)
@@ -425,12 +425,13 @@ def test_predict_uses_the_window_grown_along_short_axes(volume, tmp_path, monkey
     assert main([*args, "--out", str(out), "--quiet"]) == 0
     ckpt = load_checkpoint(model)
     shape = tuple(np.asarray(nib.load(out).dataobj).T.shape)
-    expected = prediction_window(
+    expected, steps = prediction_layout(
         ckpt, shape, ckpt.config.infer.overlap, ckpt.build_model("cpu").divisor
     )
-    assert windows == [expected]
-    assert expected == shape
-    assert shape != tuple(ckpt.config.data.patch_size)
+    assert windows == [(expected, steps)]
+    patch = tuple(ckpt.config.data.patch_size)
+    assert all(w >= p for w, p in zip(expected, patch))
+    assert expected != patch
 
 
 def test_train_resume_continues_a_model_saved_with_torch_adamw(volume, tmp_path, monkeypatch):

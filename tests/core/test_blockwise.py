@@ -18,7 +18,12 @@ from napari_unetseg.core.blockwise import predict_blockwise  # noqa: E402
 from napari_unetseg.core.checkpoint import Checkpoint  # noqa: E402
 from napari_unetseg.core.config import Config  # noqa: E402
 from napari_unetseg.core.events import CancelToken, Done, Progress, run_to_completion  # noqa: E402
-from napari_unetseg.core.inference import predict_volume, prediction_window  # noqa: E402
+from napari_unetseg.core.inference import (  # noqa: E402
+    predict_volume,
+    prediction_layout,
+    prediction_window,
+    window_starts,
+)
 from napari_unetseg.core.io import OutputExistsError, meta_from_array, read_labels  # noqa: E402
 from napari_unetseg.core.metrics import instance_metrics  # noqa: E402
 from napari_unetseg.core.postprocess import instance_labels  # noqa: E402
@@ -89,6 +94,23 @@ def test_plan_tiles_the_volume_with_aligned_halos():
     assert plan_blocks(shape, window, 0.25).grid == (1, 1, 1)  # default blocks: 128
 
 
+@pytest.mark.parametrize("steps", [None, (6.0, 12.0, 20.0)])
+def test_each_region_places_the_whole_volume_windows_that_reach_its_core(steps):
+    # with steps (a layout grown with a fixed margin, not the overlap's 6, 12, 18) as well
+    shape, window, overlap = (30, 50, 131), (8, 16, 24), 0.25
+    plan = plan_blocks(shape, window, overlap, steps=steps, block=(10, 20, 40))
+    per_axis = steps or (None,) * 3
+    for axis, (size, w, t) in enumerate(zip(shape, window, per_axis)):
+        whole = window_starts(size, w, overlap, t)
+        for b in plan.blocks:
+            core, region = b.core[axis], b.region[axis]
+            placed = [
+                region.start + a for a in window_starts(region.stop - region.start, w, overlap, t)
+            ]
+            reaching = [a for a in whole if a < core.stop and a + w > core.start]
+            assert set(reaching) <= set(placed) <= set(whole), (axis, core, region)
+
+
 def test_plan_refuses_bad_sizes():
     with pytest.raises(ValueError, match="one non-negative size per spatial axis"):
         plan_blocks((20, 20, 20), (8, 8, 8), 0.5, block=(8, 8))
@@ -99,16 +121,22 @@ def test_plan_refuses_bad_sizes():
 # ------------------------------------------------------------------------ semantic
 
 
-def test_blockwise_labels_equal_a_whole_volume_prediction(model):
-    image, _, _ = make_sample(shape=(24, 50, 47), seed=2)
+@pytest.mark.parametrize("shape", [(24, 50, 47), (24, 50, 40)])
+def test_blockwise_labels_equal_a_whole_volume_prediction(model, shape):
+    image, _, _ = make_sample(shape=shape, seed=2)
     whole = predict_volume(model, image[None], keep_probabilities=False).labels
     out = np.zeros(image.shape, np.uint8)
     events = list(predict_blockwise(model, image[None], out, block=(8, 16, 16)))
     done = events[-1]
     assert isinstance(done, Done)
     overlap = model.config.infer.overlap
-    window = prediction_window(model, image.shape, overlap, model.build_model("cpu").divisor)
-    n = len(plan_blocks(image.shape, window, overlap, block=(8, 16, 16)).blocks)
+    divisor = model.build_model("cpu").divisor
+    window, steps = prediction_layout(model, image.shape, overlap, divisor)
+    # (24, 50, 40): the layout grows x by one step and keeps the margin (steps not
+    # from the overlap), which the blocks must follow to agree with the whole volume
+    grown = steps != tuple(w * (1 - overlap) for w in window)
+    assert grown == (shape == (24, 50, 40))
+    n = len(plan_blocks(image.shape, window, overlap, steps=steps, block=(8, 16, 16)).blocks)
     assert n > 1
     assert done.result.blocks == n
     assert [e.done for e in events if isinstance(e, Progress)] == list(range(n + 1))

@@ -19,7 +19,9 @@ from napari_unetseg.core.inference import (
     auto_window_batch,
     count_windows,
     importance_map,
+    inference_layout,
     inference_window,
+    layout_steps,
     predict,
     predict_volume,
     sliding_window,
@@ -30,7 +32,9 @@ from napari_unetseg.core.inference import (
 from napari_unetseg.core.inference.windows import (
     CONTEXT_GROWTH,
     CONTEXT_WINDOW,
+    MAX_VOLUME_GROWTH,
     MIN_WINDOW_SAVING,
+    check_window_layout,
     context_window,
 )
 from napari_unetseg.core.model import UNet
@@ -168,6 +172,67 @@ def test_inference_window_grows_only_where_it_saves_computed_voxels():
     assert inference_window((30, 40), (32, 32), 0.25, (16, 16)) == (32, 32)
     # 50 = two windows of 32 (64 computed); no window up to 48 covers it in one
     assert inference_window((30, 50), (32, 32), 0.25, (8, 8)) == (32, 32)
+
+
+def test_grown_windows_keep_the_margin_of_the_window_they_grew_from():
+    # 128 slices: three 64-slice windows (192 computed) at overlap 0.25; two 72-slice
+    # windows sharing the same 16 slices compute 144 (-25 %); 512 gains 8 %, not enough
+    win, steps = inference_layout((128, 512, 512), (48, 48, 48), 0.25, (8, 8, 8))
+    assert win == (72, 64, 64)
+    assert steps == (56.0, 48.0, 48.0)
+    assert window_starts(128, 72, 0.25, steps[0]) == [0, 56]  # 16 slices shared
+    assert len(window_starts(128, 72, 0.25)) == 3  # a fraction of 72 would share 18
+    assert layout_steps((72, 64), (64, 64), 0.25) == (56.0, 48.0)
+    assert layout_steps((40,), (32,), 0.3) == pytest.approx((30.4,))  # 32 * 0.7 + 8
+    # where growth saves too little, the context window and the overlap's steps stay
+    assert inference_layout((64, 256, 256), (48, 48, 48), 0.25, (8, 8, 8)) == (
+        (64, 64, 64),
+        (48.0, 48.0, 48.0),
+    )
+    assert inference_layout((189, 233, 197), (48, 48, 48), 0.25, (8, 8, 8))[0] == (64, 64, 64)
+    assert inference_window((128, 512, 512), (48, 48, 48), 0.25, (8, 8, 8)) == win
+
+
+def test_3d_window_volume_growth_is_capped_and_only_taken_for_the_saving():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        shape = tuple(int(v) for v in rng.integers(40, 400, size=3))
+        win, steps = inference_layout(shape, (48, 48, 48), 0.25, (8, 8, 8))
+        base = context_window(shape, (48, 48, 48), (8, 8, 8))
+        assert all(w >= b and (w - b) % 8 == 0 for w, b in zip(win, base))
+        assert np.prod(win) <= MAX_VOLUME_GROWTH * np.prod(base)
+        assert all(w == b or w <= s for w, b, s in zip(win, base, shape))  # inside the image
+        cost = count_windows(shape, win, 0.25, steps) * np.prod(win)
+        base_cost = count_windows(shape, base, 0.25) * np.prod(base)
+        assert win == base or cost <= (1 - MIN_WINDOW_SAVING) * base_cost
+        # every shared margin is at least the context window's
+        for size, w, t in zip(shape, win, steps):
+            starts = window_starts(size, w, 0.25, t)
+            assert all(a + w - b >= 16 for a, b in itertools.pairwise(starts))
+            assert starts[-1] + w == max(size, w)
+
+
+def test_layout_steps_are_checked():
+    with pytest.raises(ValueError, match="advance by more than 0"):
+        window_starts(100, 10, 0.25, 0.0)
+    with pytest.raises(ValueError, match="2 window steps for a 3-axis window"):
+        count_windows((20, 20, 20), (8, 8, 8), 0.25, (6, 6))
+    with pytest.raises(ValueError, match="advance by less than one voxel"):
+        check_window_layout((20, 20, 20), (8, 8, 8), 0.25, steps=(6, 0.5, 6))
+    assert check_window_layout((20, 20, 20), (8, 8, 8), 0.25, steps=(6, 12, 6)) == 3 * 2 * 3
+
+
+def test_sliding_window_follows_the_given_steps():
+    model = _conv1(2, 4)
+    image = _image((2, 17, 33, 35))
+    cfg = InferConfig(overlap=0.25, window_batch=3)
+    steps = (3.0, 9.0, 7.0)  # 60 windows where the overlap's steps give 36
+    probs, events = _drain(sliding_window(model, image, (8, 16, 12), cfg, steps=steps))
+    np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-6)
+    total = count_windows((17, 33, 35), (8, 16, 12), 0.25, steps)
+    assert total == 60
+    assert count_windows((17, 33, 35), (8, 16, 12), 0.25) == 36
+    assert [e.done for e in events if isinstance(e, Progress)][-1] == total
 
 
 def test_predict_with_the_grown_window_matches_the_patch_window_closely():
@@ -423,6 +488,32 @@ def test_slabs_tile_the_first_axis_and_never_hold_the_whole_volume():
     assert peak > 0.05 * full
     assert peak < 0.4 * full, f"peak {peak / 2**20:.1f} MiB vs full {full / 2**20:.1f} MiB"
     np.testing.assert_array_equal(labels, _full_softmax(model, image).argmax(0))
+
+
+def test_sliding_window_writes_the_slabs_into_its_result_without_copies():
+    # one slab per row of windows; each is written into the result in place, so the
+    # peak is the result plus the blending buffers, with no slab-sized array per slab
+    k, shape = 4, (96, 48, 48)
+    model = _conv1(1, k)
+    image = _image((1, *shape))
+    full = k * int(np.prod(shape)) * 4
+    cfg = InferConfig(overlap=0.25, window_batch=4)
+    slabs = [
+        s for s in sliding_window_slabs(model, image, (8, 16, 16), cfg) if isinstance(s, Slab)
+    ]
+    biggest = max(s.probabilities.nbytes for s in slabs)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        probs, _ = _drain(sliding_window(model, image, (8, 16, 16), cfg))
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(probs, _full_softmax(model, image), atol=1e-6)
+    buffers = peak - full  # what besides the result was held at the peak
+    assert buffers > 0
+    assert buffers < 2 * biggest, f"{buffers / 2**20:.2f} MiB besides the result"
 
 
 # ------------------------------------------------------------------------ predict

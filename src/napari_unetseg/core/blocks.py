@@ -153,6 +153,7 @@ def plan_blocks(
     window: Sequence[int],
     overlap: float,
     *,
+    steps: Sequence[float] | None = None,
     block: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
     instances: bool = False,
@@ -160,6 +161,8 @@ def plan_blocks(
     """Plan blocks over a volume of spatial ``shape`` for windows of ``window`` voxels.
 
     Args:
+        steps: the step between windows per axis, as the prediction of each region uses
+            it (:func:`~.inference.windows.window_starts`); ``None``: from ``overlap``.
         block: core size per axis (or one int); default :data:`DEFAULT_BLOCK` (at least
             one window), rounded up to a multiple of the window step.
         halo: voxels on each side of a core; default the aligned halo (module docstring).
@@ -177,9 +180,11 @@ def plan_blocks(
     if any(b == 0 for b in blocks_req if b is not None):
         raise ValueError(f"block sizes must be positive, got {block}")
     sizes, before, after, cuts = [], [], [], []
-    for size, w, b, h in zip(shape, window, blocks_req, halos_req):
+    per_axis_steps = [None] * n if steps is None else [float(t) for t in steps]
+    for size, w, t, b, h in zip(shape, window, per_axis_steps, blocks_req, halos_req):
         w = min(int(w), size)
-        s = max(1, int(w * (1.0 - overlap)))
+        # an axis no longer than the window holds one window: no step to follow
+        s = max(1, int(w * (1.0 - overlap) if t is None or w >= size else t))
         b = b if b is not None else max(DEFAULT_BLOCK, w)
         b = min(size, math.ceil(b / s) * s)
         if h is None:

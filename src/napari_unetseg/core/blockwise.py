@@ -80,7 +80,7 @@ class BlockPredictor:
     def __init__(self, checkpoint: Any, config: Any = None, spatial: Sequence[int] = ()):
         from .device import autocast_dtype, select_device
         from .inference.memory import auto_window_batch
-        from .inference.prediction import _check_weights, _Normalize, prediction_window
+        from .inference.prediction import _check_weights, _Normalize, prediction_layout
 
         self.checkpoint = checkpoint
         config = config if config is not None else checkpoint.config.infer
@@ -95,7 +95,7 @@ class BlockPredictor:
         self.dtype = autocast_dtype(self.device, config.precision)
         self.model = checkpoint.build_model(self.device)
         # the window a whole-volume prediction of this volume uses, so blocks agree with it
-        self.window = prediction_window(
+        self.window, self.steps = prediction_layout(
             checkpoint, tuple(spatial), config.overlap, getattr(self.model, "divisor", None)
         )
         batch = config.window_batch or auto_window_batch(self.window, self.device, self.model)
@@ -139,6 +139,7 @@ class BlockPredictor:
             dtype=self.dtype,
             cancel=cancel,
             transform=self.transform,
+            steps=self.steps,
         ):
             if isinstance(item, Info) and item.level == "warning":
                 warnings.append(item.message)
@@ -231,6 +232,7 @@ def predict_blockwise(
         spatial,
         predictor.window,
         config.overlap,
+        steps=predictor.steps,
         block=block,
         halo=halo,
         instances=instances is not None,

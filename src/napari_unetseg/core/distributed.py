@@ -182,6 +182,7 @@ def predict_blockwise_distributed(
         spatial,
         predictor().window,
         config.overlap,
+        steps=predictor().steps,
         block=block,
         halo=halo,
         instances=instances is not None,

@@ -144,14 +144,14 @@ class Monitoring:
     def _probabilities(self, image: np.ndarray, overlap: float | None = None) -> np.ndarray:
         """Softmax probabilities (K, *spatial) of a normalised image (C, *spatial), by
         sliding windows laid out as prediction lays them out
-        (:func:`~.inference.inference_window`: the training patch with added context,
+        (:func:`~.inference.inference_layout`: the training patch with added context,
         fitted to the image), cut to the image where it is shorter than the patch;
         ``overlap`` ``None`` = the run's ``infer.overlap``, as prediction will use."""
-        from .inference import inference_window, sliding_window
+        from .inference import inference_layout, sliding_window
 
         overlap = self.config.infer.overlap if overlap is None else overlap
         spatial = image.shape[1:]
-        grown = inference_window(spatial, self.patch_size, overlap, self.model.divisor)
+        grown, steps = inference_layout(spatial, self.patch_size, overlap, self.model.divisor)
         window = tuple(min(w, s) for w, s in zip(grown, spatial))
         infer = InferConfig(
             overlap=overlap,
@@ -162,7 +162,13 @@ class Monitoring:
         probs = None
         with torch.no_grad():
             for ev in sliding_window(
-                self.model, image, window, infer, device=self.device, dtype=self.amp_dtype
+                self.model,
+                image,
+                window,
+                infer,
+                device=self.device,
+                dtype=self.amp_dtype,
+                steps=steps,
             ):
                 if isinstance(ev, Done):
                     probs = ev.result

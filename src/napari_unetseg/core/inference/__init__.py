@@ -17,14 +17,14 @@ holding ``(K, Z, Y, X)`` float32 probabilities.
 The modules follow the data flow:
 
 * :mod:`.windows`: where the windows go (:func:`window_starts`, :func:`window_grid`,
-  :func:`count_windows`, :func:`inference_window`, :func:`importance_map`,
+  :func:`count_windows`, :func:`inference_layout`, :func:`importance_map`,
   :func:`check_window_layout`);
 * :mod:`.memory`: windows per forward pass (:func:`auto_window_batch`) and the fallbacks
   when the device runs out of memory;
 * :mod:`.engine`: the batched blending engine and its finished :class:`Slab` objects;
 * :mod:`.sliding`: :func:`sliding_window_slabs` (any network, a normalised image in,
   finished slabs out) and :func:`sliding_window` (the whole probability map);
-* :mod:`.prediction`: :func:`predict_grid` (and :func:`prediction_window`, the window it
+* :mod:`.prediction`: :func:`predict_grid` (and :func:`prediction_layout`, the windows it
   uses): a
   :class:`~napari_unetseg.core.checkpoint.Checkpoint` and a raw image in, a
   :class:`Prediction` out (labels, probabilities, boundary map, watershed instances), in
@@ -44,7 +44,7 @@ from .memory import CPU_BATCH_VOXELS, CPU_WINDOW_BATCH, MAX_AUTO_WINDOW_BATCH, a
 from .memory import _oom_errors as _oom_errors
 from .memory import _ShrinkWindow as _ShrinkWindow
 from .memory import _smaller_window as _smaller_window
-from .prediction import Prediction, predict_grid, prediction_window
+from .prediction import Prediction, predict_grid, prediction_layout, prediction_window
 from .prediction import _default_window as _default_window
 from .prediction import _validate_against_checkpoint as _validate_against_checkpoint
 from .sliding import _slabs_one_window as _slabs_one_window
@@ -56,7 +56,9 @@ from .windows import (
     check_window_layout,
     count_windows,
     importance_map,
+    inference_layout,
     inference_window,
+    layout_steps,
     window_grid,
     window_starts,
 )
@@ -77,11 +79,14 @@ __all__ = [
     "check_window_layout",
     "count_windows",
     "importance_map",
+    "inference_layout",
     "inference_window",
+    "layout_steps",
     "postprocess",
     "predict",
     "predict_grid",
     "predict_volume",
+    "prediction_layout",
     "prediction_window",
     "sliding_window",
     "sliding_window_slabs",

@@ -65,6 +65,7 @@ class _Engine:
         dtype: torch.dtype | None,
         batch: int,
         transform: Transform | None = None,
+        steps: tuple[float, ...] | None = None,
     ):
         import torch
 
@@ -77,7 +78,7 @@ class _Engine:
         self.dtype = dtype
         self.batch = batch
         self.ndim = len(self.shape)
-        self.starts = window_grid(self.shape, window, config.overlap)
+        self.starts = window_grid(self.shape, window, config.overlap, steps)
         # Along each axis: the image range a window reads and where it lands in the window.
         self.crop = tuple(min(s, w) for s, w in zip(self.shape, window))
         self.offset = tuple((w - c) // 2 if c < w else 0 for w, c in zip(window, self.crop))
@@ -112,6 +113,9 @@ class _Engine:
         self.pinned_out: torch.Tensor | None = None
         self.copy_done: torch.cuda.Event | None = None
         self.transform = transform
+        # optional: K -> the (K, *spatial) float32 array the slabs are written into (the
+        # slabs are then views of it, and no slab-sized array is allocated per slab)
+        self.destination: Callable[[int], np.ndarray] | None = None
         self.image_t = torch.from_numpy(image) if transform is None else None
         self.base = 0
         self.row_length = len(self.starts) // len({s[0] for s in self.starts})
@@ -367,7 +371,10 @@ class _Engine:
             return None
         acc, wacc, _ = self._buffers()
         with torch.inference_mode():
-            out = np.empty((acc.shape[0], d, *self.shape[1:]), dtype=np.float32)
+            if self.destination is not None:
+                out = self.destination(acc.shape[0])[:, self.base : upto]
+            else:
+                out = np.empty((acc.shape[0], d, *self.shape[1:]), dtype=np.float32)
             if self.acc_device.type == "cpu":
                 probs = torch.from_numpy(out)
                 torch.div(acc[:, :d], wacc[:d], out=probs)

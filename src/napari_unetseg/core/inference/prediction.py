@@ -22,7 +22,7 @@ from ..events import CancelToken, Done, Event, Info
 from .engine import Slab
 from .memory import auto_window_batch
 from .sliding import sliding_window_slabs
-from .windows import _check_window, _fmt, check_window_layout, inference_window
+from .windows import _check_window, _fmt, _step_note, check_window_layout, inference_layout
 
 
 @dataclass
@@ -151,13 +151,21 @@ def _default_window(checkpoint: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(min(s, c) for s, c in zip(shape, cap))
 
 
+def prediction_layout(
+    checkpoint: Any, shape: tuple[int, ...], overlap: float, divisor: Any = None
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The window ``predict`` uses for an image of spatial ``shape`` and the step between
+    windows per axis: the training patch (:func:`_default_window`) with added context,
+    grown where that saves windows (:func:`.windows.inference_layout`). Whole-volume and
+    blockwise prediction both take it from here, so they agree."""
+    return inference_layout(shape, _default_window(checkpoint, shape), overlap, divisor)
+
+
 def prediction_window(
     checkpoint: Any, shape: tuple[int, ...], overlap: float, divisor: Any = None
 ) -> tuple[int, ...]:
-    """The window ``predict`` uses for an image of spatial ``shape``: the training patch
-    (:func:`_default_window`), grown along short axes (:func:`.windows.inference_window`).
-    Whole-volume and blockwise prediction both take it from here, so they agree."""
-    return inference_window(shape, _default_window(checkpoint, shape), overlap, divisor)
+    """The window of :func:`prediction_layout` (without its steps)."""
+    return prediction_layout(checkpoint, shape, overlap, divisor)[0]
 
 
 class _Normalize:
@@ -247,15 +255,17 @@ def predict_grid(
 
     model = checkpoint.build_model(device)
     divisor = getattr(model, "divisor", None)
-    win = win or prediction_window(checkpoint, spatial, config.overlap, divisor)
-    n = check_window_layout(spatial, win, config.overlap, divisor)
+    steps: tuple[float, ...] | None = None
+    if win is None:
+        win, steps = prediction_layout(checkpoint, spatial, config.overlap, divisor)
+    n = check_window_layout(spatial, win, config.overlap, divisor, steps)
     batch = config.window_batch or auto_window_batch(win, device, model)
     precision = "float32" if dtype is None else str(dtype).replace("torch.", "")
     yield Info(f"predicting on {description}, {precision}")
     yield Info(
         f"{n} window(s) of {'x'.join(map(str, win))} over {'x'.join(map(str, spatial))}, "
-        f"overlap {config.overlap:g}, {batch} per pass, {config.blend} blending"
-        + (", flip test-time augmentation" if config.tta else "")
+        f"overlap {config.overlap:g}{_step_note(win, config.overlap, steps)}, {batch} per "
+        f"pass, {config.blend} blending" + (", flip test-time augmentation" if config.tta else "")
     )
 
     keep = keep_probabilities or task == "instances"
@@ -275,6 +285,7 @@ def predict_grid(
         dtype=dtype,
         cancel=cancel,
         transform=transform,
+        steps=steps,
     ):
         if not isinstance(item, Slab):
             yield item

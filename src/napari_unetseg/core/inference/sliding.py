@@ -8,7 +8,7 @@ logits are blended (:mod:`.engine`). Images are channels first, ``(C, Z, Y, X)``
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +33,8 @@ def sliding_window_slabs(
     dtype: torch.dtype | None = None,
     cancel: CancelToken | None = None,
     transform: Transform | None = None,
+    steps: Sequence[float] | None = None,
+    _destination: Callable[[int], np.ndarray] | None = None,
 ) -> Iterator[Event | Slab]:
     """Predict ``image`` window by window, yielding finished :class:`Slab` objects.
 
@@ -51,6 +53,9 @@ def sliding_window_slabs(
             :meth:`Normalizer.apply <napari_unetseg.core.data.Normalizer.apply>`: then
             ``image`` may be the raw image and no normalised copy of the whole volume is
             made.
+        steps: the step between windows per spatial axis, instead of
+            ``window * (1 - overlap)`` (:func:`~.windows.inference_layout` gives both);
+            dropped if the window is halved after running out of memory.
 
     Yields:
         :class:`Progress` (windows done / total), :class:`Info` (fallbacks taken, e.g.
@@ -70,7 +75,8 @@ def sliding_window_slabs(
     config.validate()
     image = _check_image(image, convert=transform is None)
     window = _check_window(window, image.ndim - 1)
-    check_window_layout(image.shape[1:], window, config.overlap)
+    layout_steps = None if steps is None else tuple(float(t) for t in steps)
+    check_window_layout(image.shape[1:], window, config.overlap, steps=layout_steps)
     device = torch.device(device)
     batch = config.window_batch or auto_window_batch(window, device, model)
 
@@ -81,7 +87,17 @@ def sliding_window_slabs(
         while True:
             try:
                 batch = yield from _slabs_one_window(
-                    model, image, window, config, device, dtype, batch, cancel, transform
+                    model,
+                    image,
+                    window,
+                    config,
+                    device,
+                    dtype,
+                    batch,
+                    cancel,
+                    transform,
+                    layout_steps,
+                    _destination,
                 )
                 return
             except _ShrinkWindow as e:
@@ -91,6 +107,7 @@ def sliding_window_slabs(
                     level="warning",
                 )
                 window = e.window
+                layout_steps = None  # the halved window steps by its own overlap
                 batch = 1
     finally:
         torch.backends.cudnn.benchmark = prev_benchmark
@@ -106,6 +123,8 @@ def _slabs_one_window(
     batch: int,
     cancel: CancelToken | None,
     transform: Transform | None,
+    steps: tuple[float, ...] | None = None,
+    destination: Callable[[int], np.ndarray] | None = None,
 ) -> Generator[Event | Slab, None, int]:
     """:func:`sliding_window_slabs` for one window size; returns the final window batch.
 
@@ -113,7 +132,8 @@ def _slabs_one_window(
     """
     import torch
 
-    eng = _Engine(model, image, window, config, device, dtype, batch, transform)
+    eng = _Engine(model, image, window, config, device, dtype, batch, transform, steps)
+    eng.destination = destination
     starts = eng.starts
     total = len(starts)
     yield Progress(0, total, "predicting")
@@ -173,6 +193,7 @@ def sliding_window(
     dtype: torch.dtype | None = None,
     cancel: CancelToken | None = None,
     transform: Transform | None = None,
+    steps: Sequence[float] | None = None,
 ) -> Iterator[Event]:
     """Sliding-window softmax probabilities of ``model`` over ``image``.
 
@@ -181,7 +202,15 @@ def sliding_window(
     ``(K, *spatial)`` float32: the softmax of the Gaussian-blended logits.
     """
     image = _check_image(image, convert=transform is None)
-    probs = None
+    probs: np.ndarray | None = None
+
+    def destination(k: int) -> np.ndarray:
+        # the slabs are written straight into the result: no copy of each slab
+        nonlocal probs
+        if probs is None or probs.shape[0] != k:
+            probs = np.empty((k, *image.shape[1:]), dtype=np.float32)
+        return probs
+
     for item in sliding_window_slabs(
         model,
         image,
@@ -191,12 +220,14 @@ def sliding_window(
         dtype=dtype,
         cancel=cancel,
         transform=transform,
+        steps=steps,
+        _destination=destination,
     ):
         if isinstance(item, Slab):
-            if probs is None:
-                k = item.probabilities.shape[0]
-                probs = np.empty((k, *image.shape[1:]), dtype=np.float32)
-            probs[:, item.start : item.stop] = item.probabilities
+            if probs is None or item.probabilities.base is not probs:  # not written in place
+                destination(item.probabilities.shape[0])[:, item.start : item.stop] = (
+                    item.probabilities
+                )
         else:
             yield item
     yield Done(result=probs)

@@ -23,7 +23,7 @@ SIGMA_SCALE = 1.0 / 8.0
 MAX_WINDOWS = 100_000
 
 
-def window_starts(size: int, window: int, overlap: float) -> list[int]:
+def window_starts(size: int, window: int, overlap: float, step: float | None = None) -> list[int]:
     """Start offsets of windows of ``window`` voxels along an axis of ``size`` voxels.
 
     The fewest windows such that neighbours share ``int(overlap * window)`` voxels or more,
@@ -35,13 +35,19 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     fractional ``window * (1 - overlap)``), the minimum is kept and spread evenly
     instead. An axis no longer than the window gets one window at 0 (the image is
     padded).
+
+    ``step``: the step to use instead of ``window * (1 - overlap)`` (``overlap`` is then
+    unused): a window grown for the layout keeps the shared voxels of the window it grew
+    from (:func:`layout_steps`).
     """
     if window < 1:
         raise ValueError(f"the window must be at least 1 voxel wide, not {window}")
     if size <= window:
         return [0]
     span = size - window
-    step = window * (1.0 - overlap)
+    step = window * (1.0 - overlap) if step is None else float(step)
+    if step <= 0:
+        raise ValueError(f"windows must advance by more than 0 voxels, not {step:g}")
     n = math.ceil(span / step - 1e-9) + 1
     fixed = max(1, int(step))
     if (n - 1) * fixed >= span:
@@ -49,20 +55,43 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return [round(i * span / (n - 1)) for i in range(n)]
 
 
+def _steps(window: Sequence[int], steps: Sequence[float] | None) -> tuple[float | None, ...]:
+    """``steps`` per axis, or ``None`` per axis (the step from ``overlap``)."""
+    if steps is None:
+        return (None,) * len(window)
+    if len(steps) != len(window):
+        raise ValueError(f"{len(steps)} window steps for a {len(window)}-axis window")
+    return tuple(float(t) for t in steps)
+
+
 def window_grid(
-    shape: Sequence[int], window: Sequence[int], overlap: float
+    shape: Sequence[int],
+    window: Sequence[int],
+    overlap: float,
+    steps: Sequence[float] | None = None,
 ) -> list[tuple[int, ...]]:
     """All window start positions (one tuple per window), sorted along the first axis.
 
-    ``shape`` and ``window`` are spatial (``(Z, Y, X)`` or ``(Y, X)``).
+    ``shape`` and ``window`` are spatial (``(Z, Y, X)`` or ``(Y, X)``); ``steps`` per axis
+    as for :func:`window_starts` (``None``: from ``overlap``).
     """
-    per_axis = [window_starts(s, w, overlap) for s, w in zip(shape, window)]
+    per_axis = [
+        window_starts(s, w, overlap, t) for s, w, t in zip(shape, window, _steps(window, steps))
+    ]
     return list(itertools.product(*per_axis))
 
 
-def count_windows(shape: Sequence[int], window: Sequence[int], overlap: float) -> int:
+def count_windows(
+    shape: Sequence[int],
+    window: Sequence[int],
+    overlap: float,
+    steps: Sequence[float] | None = None,
+) -> int:
     """Number of windows :func:`sliding_window` runs over a ``shape`` (spatial) image."""
-    return math.prod(len(window_starts(s, w, overlap)) for s, w in zip(shape, window))
+    return math.prod(
+        len(window_starts(s, w, overlap, t))
+        for s, w, t in zip(shape, window, _steps(window, steps))
+    )
 
 
 #: A 3D network predicts with windows this many times its training patch along every axis
@@ -118,10 +147,77 @@ def _within_image(size: int, p: int, d: int) -> int:
     return p + max(0, (size - p) // d) * d
 
 
-#: An inference window may grow to this multiple of the training patch along an axis ...
+#: An inference window may grow to this multiple of its context window along an axis ...
 MAX_WINDOW_GROWTH = 1.5
-#: ... when that cuts the voxels computed along the axis by at least this share.
+#: ... and to this multiple of its volume (3D networks; see :func:`inference_layout`) ...
+MAX_VOLUME_GROWTH = 1.125
+#: ... when that cuts the voxels computed by at least this share.
 MIN_WINDOW_SAVING = 0.25
+
+
+def layout_steps(window: Sequence[int], base: Sequence[int], overlap: float) -> tuple[float, ...]:
+    """The step between windows along each axis: ``base * (1 - overlap)``, plus what
+    ``window`` grew beyond ``base`` along the axis, so that a grown window shares as many
+    voxels with its neighbours as the window it grew from (a fixed margin, not a
+    fraction of the window)."""
+    return tuple(b * (1.0 - overlap) + (w - b) for w, b in zip(window, base))
+
+
+def inference_layout(
+    shape: Sequence[int],
+    patch: Sequence[int],
+    overlap: float,
+    divisor: Sequence[int] | None = None,
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The window to predict ``shape`` (spatial) with and its step per axis
+    (:func:`window_starts`): the training patch with more context
+    (:func:`context_window`, 3D networks), grown further only where slightly longer
+    windows cover the image with far fewer voxels.
+
+    Along an axis a little longer than the window, windows of its size overlap far more
+    than asked: 128 slices take three 64-slice windows (192 slices computed), two
+    72-slice windows that share the same 16 slices compute 144. Every window from the
+    context window up to :data:`MAX_WINDOW_GROWTH` times it per axis (in steps of the
+    network's ``divisor``, inside the image, :func:`_within_image`) is tried with the
+    margin of the context window (:func:`layout_steps`); for 3D networks only those up
+    to :data:`MAX_VOLUME_GROWTH` times its volume. The one computing the fewest voxels
+    (windows x window volume) is kept if it computes at least :data:`MIN_WINDOW_SAVING`
+    fewer than the context window does; otherwise the context window is kept.
+
+    The volume cap comes from the instance norm: it normalises each window by its own
+    statistics, and those drift from the training patches' as windows grow. On the
+    MNI152 grey/white matter task (``benchmarks/RESULTS.md``) two models scored
+    0.903 / 0.902 with 64^3 windows, 0.900 / 0.903 with 64x72x64 (volume x1.125),
+    0.871 / 0.869 with 72^3 (x1.42).
+    """
+    div = tuple(divisor) if divisor is not None else (1,) * len(patch)
+    base = context_window(shape, patch, div)
+    options = []
+    for size, c, d in zip(shape, base, div):
+        size, c, d = int(size), int(c), max(1, int(d))
+        if size <= c:
+            options.append([c])
+            continue
+        top = min(int(c * MAX_WINDOW_GROWTH), _within_image(size, c, d))
+        options.append(list(range(c, max(c, top) + 1, d)))
+
+    def cost(window: tuple[int, ...]) -> int:
+        return count_windows(shape, window, overlap, layout_steps(window, base, overlap)) * (
+            math.prod(window)
+        )
+
+    volume_cap = MAX_VOLUME_GROWTH * math.prod(base) if len(base) == 3 else math.inf
+    best, best_cost = base, cost(base)
+    base_cost = best_cost
+    for window in itertools.product(*options):
+        if math.prod(window) > volume_cap + 1e-9:
+            continue
+        c = cost(window)
+        if c < best_cost:
+            best, best_cost = window, c
+    if best_cost > (1.0 - MIN_WINDOW_SAVING) * base_cost * (1 + 1e-12):
+        best = base
+    return tuple(best), layout_steps(best, base, overlap)
 
 
 def inference_window(
@@ -130,39 +226,8 @@ def inference_window(
     overlap: float,
     divisor: Sequence[int] | None = None,
 ) -> tuple[int, ...]:
-    """The window to predict ``shape`` (spatial) with: the training patch with more
-    context (:func:`context_window`, 3D networks), grown further along an axis only where
-    a slightly longer window covers the axis with far fewer voxels.
-
-    Along an axis a little longer than the patch, windows of the patch size overlap far
-    more than asked: 64 slices take two 48-slice windows (96 slices computed, 1.5 times
-    the axis), one 64-slice window computes each slice once. Per axis, the lengths from
-    the window up to :data:`MAX_WINDOW_GROWTH` times it (in steps of the network's
-    ``divisor``) are tried, and the one computing the fewest voxels along the axis
-    (windows x length) is kept if it computes at least :data:`MIN_WINDOW_SAVING` fewer
-    than the window does; otherwise the window is kept. Axes no longer than the window
-    keep it; no window grows past the image (:func:`_within_image`). On the inference
-    benchmark (64 x 256 x 256, patch 48^3, overlap 0.25) the patch alone would give 49
-    windows of 64 x 48 x 48 instead of 98 of 48^3; with the context it is 25 windows of
-    64^3 (benchmarks/RESULTS.md).
-    """
-    div = tuple(divisor) if divisor is not None else (1,) * len(patch)
-    out = []
-    for size, p, d in zip(shape, context_window(shape, patch, div), div):
-        size, p, d = int(size), int(p), max(1, int(d))
-        if size <= p:
-            out.append(p)
-            continue
-        base = len(window_starts(size, p, overlap)) * p
-        best, best_cost = p, base
-        w = p + d
-        while w <= min(int(p * MAX_WINDOW_GROWTH), _within_image(size, p, d)):
-            cost = len(window_starts(size, w, overlap)) * w
-            if cost < best_cost:
-                best, best_cost = w, cost
-            w += d
-        out.append(best if best_cost <= (1.0 - MIN_WINDOW_SAVING) * base else p)
-    return tuple(out)
+    """The window of :func:`inference_layout` (without its steps)."""
+    return inference_layout(shape, patch, overlap, divisor)[0]
 
 
 def importance_map(window: Sequence[int], blend: str = "gaussian") -> np.ndarray:
@@ -189,11 +254,19 @@ def _fmt(sizes: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in sizes)
 
 
+def _step_note(window: Sequence[int], overlap: float, steps: Sequence[float] | None) -> str:
+    """`` (steps of 56x48x48 voxels)`` where ``steps`` differ from the overlap's, else ``""``."""
+    if steps is None or all(abs(t - w * (1.0 - overlap)) < 1e-9 for w, t in zip(window, steps)):
+        return ""
+    return f" (steps of {'x'.join(f'{t:g}' for t in steps)} voxels)"
+
+
 def check_window_layout(
     shape: Sequence[int],
     window: Sequence[int],
     overlap: float,
     divisor: Sequence[int] | None = None,
+    steps: Sequence[float] | None = None,
 ) -> int:
     """Refuse windows too small for the image; return the number of windows.
 
@@ -202,6 +275,8 @@ def check_window_layout(
         window: window size per spatial axis, same order.
         overlap: fraction of a window shared with its neighbour.
         divisor: the network's pooling divisor per axis, or ``None`` (not checked).
+        steps: the step per axis instead of ``window * (1 - overlap)`` (see
+            :func:`window_starts`).
 
     Raises:
         ValueError (one line, suggesting a larger patch size) when the layout needs more
@@ -210,12 +285,15 @@ def check_window_layout(
         a window is smaller than ``divisor`` along such an axis (each window would be
         padded inside the network, which then never sees real context).
     """
-    n = count_windows(shape, window, overlap)
+    per_axis = [
+        w * (1.0 - overlap) if t is None else t for w, t in zip(window, _steps(window, steps))
+    ]
+    n = count_windows(shape, window, overlap, steps)
     longer = [s > w for s, w in zip(shape, window)]
     reason = None
     if n > MAX_WINDOWS:
         reason = f"more than the limit of {MAX_WINDOWS:,}"
-    elif any(c and w * (1.0 - overlap) < 1.0 for c, w in zip(longer, window)):
+    elif any(c and t < 1.0 for c, t in zip(longer, per_axis)):
         reason = f"with overlap {overlap:g} they advance by less than one voxel"
     elif divisor is not None and any(c and w < d for c, w, d in zip(longer, window, divisor)):
         reason = f"each is smaller than the network's pooling divisor {_fmt(divisor)}"
