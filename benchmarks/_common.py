@@ -77,6 +77,10 @@ def load_average() -> list[float] | None:
         return None
 
 
+#: Environment variables that cap the instruction set torch's kernels use.
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
 def environment() -> dict[str, Any]:
     """Device, library versions, threads and CPU of this run."""
     import torch
@@ -90,6 +94,9 @@ def environment() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        # set to run a CPU's kernels as an older one's (e.g. AVX2 on an AVX-512 host)
+        "isa_limits": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ},
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
@@ -272,10 +279,14 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
 
 def describe_env(env: dict) -> str:
+    limits = env.get("isa_limits") or {}
+    capped = (
+        (" | kernels capped: " + " ".join(f"{k}={v}" for k, v in limits.items())) if limits else ""
+    )
     return (
         f"device {env['device']} | CPU {env['cpu_model']} ({env['logical_cpus']} logical, "
         f"{' '.join(env['cpu_flags']) or 'no AVX2'}) | torch {env['torch']} "
-        f"({env['torch_threads']} threads) | monai {env.get('monai')}"
+        f"({env['torch_threads']} threads) | monai {env.get('monai')}{capped}"
     )
 
 

@@ -17,10 +17,13 @@ from one variant to the next), repeats interleaved, medians reported:
                   (``--compare-layouts``): in the layout ours uses
                   (``UNet.use_channels_last``), to show how much of a gap is the layout;
                   ``_ow`` (``--compare-windows``): with the window ours uses
-                  (``prediction_window``: the patch with added context) instead of the
-                  training patch, to show how much of a gap is the window;
+                  (``prediction_layout``: the patch with added context) instead of the
+                  training patch, at MONAI's overlap (a scalar: ours' steps, where a
+                  grown window keeps its margin, are not available to it), to show how
+                  much of a gap is the window;
 * ``ours_sw``     :func:`napari_unetseg.core.inference.sliding_window` with the default
-                  :class:`InferConfig` (window batch as planned) and the memory layout
+                  :class:`InferConfig` (window batch as planned), the window and steps
+                  ``predict`` uses (``prediction_layout``) and the memory layout
                   ``predict`` uses (:func:`napari_unetseg.core.model.prefers_channels_last`),
                   float32; ``_bf16``: bfloat16 autocast;
 * ``ours_predict`` :func:`napari_unetseg.core.inference.predict` from the raw image
@@ -273,7 +276,7 @@ def worker(a: dict) -> dict:
         sw = int(a["sw_batch_size"])
         overlap = float(a["overlap"])
         if "ow" in tokens:  # ours' window instead of the training patch
-            window = _ours_window(cfg, image, model, overlap)
+            window, _ = _ours_layout(cfg, image, model, overlap)
             res["window"] = list(window)
         res["dtype"] = "bfloat16" if bf16 else "float32"
         model.use_channels_last("cl" in tokens)
@@ -311,26 +314,27 @@ def worker(a: dict) -> dict:
         res["channels_last"] = model.channels_last
         res["dtype"] = "float32" if dtype is None else str(dtype).replace("torch.", "")
 
-        win = _ours_window(cfg, image, model, cfg.infer.overlap)
-        res["window"] = list(win)
+        win, steps = _ours_layout(cfg, image, model, cfg.infer.overlap)
+        res["window"], res["steps"] = list(win), list(steps)
 
         def call(img):
             return drain_sliding_window(
-                sliding_window(model, img, win, cfg.infer, device=device, dtype=dtype)
+                sliding_window(model, img, win, cfg.infer, device=device, dtype=dtype, steps=steps)
             )
 
     elif variant == "ours_predict":
         from napari_unetseg.core.checkpoint import load_checkpoint
         from napari_unetseg.core.device import autocast_dtype
         from napari_unetseg.core.events import run_to_completion
-        from napari_unetseg.core.inference import predict, prediction_window
+        from napari_unetseg.core.inference import predict, prediction_layout
 
         ckpt = load_checkpoint(workdir / "model.safetensors")
         ckpt.config.infer.device = str(device)
         dt = autocast_dtype(device, ckpt.config.infer.precision)
         res["dtype"] = "float32" if dt is None else str(dt).replace("torch.", "")
         overlap = ckpt.config.infer.overlap
-        res["window"] = list(prediction_window(ckpt, image.shape[1:], overlap, model.divisor))
+        layout = prediction_layout(ckpt, image.shape[1:], overlap, model.divisor)
+        res["window"], res["steps"] = list(layout[0]), list(layout[1])
 
         def call(img):
             # what `unetseg predict` does without --probabilities: labels only
@@ -375,16 +379,18 @@ def _sw_batch(variant: str, planned: int) -> int:
     return planned
 
 
-def _ours_window(cfg: Any, image: np.ndarray, model: Any, overlap: float) -> tuple[int, ...]:
-    """The window ``predict`` uses for this (C, *spatial) volume, from predict's own rule;
-    the network's config stands in for the checkpoint (the rule reads its patch size), so
-    random weights without a checkpoint work too."""
+def _ours_layout(
+    cfg: Any, image: np.ndarray, model: Any, overlap: float
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The window and steps ``predict`` uses for this (C, *spatial) volume, from predict's
+    own rule; the network's config stands in for the checkpoint (the rule reads its patch
+    size), so random weights without a checkpoint work too."""
     from types import SimpleNamespace
 
-    from napari_unetseg.core.inference import prediction_window
+    from napari_unetseg.core.inference import prediction_layout
 
     stand_in = SimpleNamespace(config=cfg)
-    return prediction_window(stand_in, image.shape[1:], overlap, model.divisor)
+    return prediction_layout(stand_in, image.shape[1:], overlap, model.divisor)
 
 
 def _tokens(variant: str) -> set[str]:
@@ -569,6 +575,9 @@ def run(args) -> dict:
                         "threads": runs[v][0].get("threads"),
                         "dtype": runs[v][0].get("dtype"),
                         "window": "x".join(map(str, runs[v][0].get("window", window))),
+                        # ours: the step between windows per axis (a grown window keeps
+                        # its context window's margin); MONAI: from its overlap
+                        "steps": runs[v][0].get("steps"),
                         "peak_device_mib": runs[v][0].get("peak_device_mib"),
                         "channels_last": runs[v][0].get("channels_last"),
                     }

@@ -159,6 +159,9 @@ def _ours(image, truth, ann, classes, a, torch) -> dict:
     due = snapshot_times(a["budget"])
     cfg = Config()
     cfg.train.device = cfg.infer.device = a.get("device") or "cpu"
+    # "float32" reproduces a CPU without native bfloat16 on one that has it (with
+    # ONEDNN_MAX_CPU_ISA=AVX2 and ATEN_CPU_CAPABILITY=avx2 for its kernels too)
+    cfg.train.precision = cfg.infer.precision = a.get("precision") or "auto"
     cfg.class_names = list(a["class_names"])
     if a["smoke"]:
         cfg.model.base_width, cfg.model.depth, cfg.train.iterations = 4, 2, 6
@@ -197,7 +200,8 @@ def _ours(image, truth, ann, classes, a, torch) -> dict:
         "tool": "ours",
         "version": f"napari-unetseg {__version__}",
         "settings": {
-            "defaults": f"Config() with device {cfg.train.device}",
+            "defaults": f"Config() with device {cfg.train.device}, precision "
+            f"{cfg.train.precision}",
             "iterations": settings["train"]["iterations"],
             "patch_size": settings["data"]["patch_size"],
             "batch_size": settings["train"]["batch_size"],
@@ -370,6 +374,7 @@ def run(args) -> dict:
                     "class_names": ds["class_names"],
                     "dataset": name,
                     "device": args.device,
+                    "precision": args.precision,
                 }
                 print(f"{name}: {tool}, {budget:.0f} s ...", file=sys.stderr, flush=True)
                 load0 = C.load_average()
@@ -439,6 +444,12 @@ def main(argv=None) -> int:
     p.add_argument("--real-budget", type=float, default=300.0, help="budget on the mni volume")
     p.add_argument("--nnunet-python", default=None, help=f"default {DEFAULT_NNUNET_PYTHON}")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for ours and MONAI")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="ours' train and infer precision (float32: as on a CPU without native bfloat16)",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     args.argv = argv

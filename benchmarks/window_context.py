@@ -8,8 +8,8 @@ norm computes its statistics over the window. This measures, per volume, the Dic
 the dense truth and the prediction time for:
 
 * ``patch``: the training patch (MONAI's and nnU-Net's choice);
-* ``default``: the window ``predict`` picks (``prediction_window``: the patch with added
-  context, fitted to the image and inside it);
+* ``default``: the windows ``predict`` picks (``prediction_layout``: the patch with added
+  context, fitted to the image and inside it, and their steps);
 * ``cube N``: N^3 windows (each axis no longer than the image where the image is at least
   the patch), ``--cubes``.
 
@@ -26,13 +26,19 @@ volume (mean foreground Dice):
 * ``mni3_brain``: the same template and brain mask at 3 mm (64 x 79 x 67), the real volume
   of ``benchmarks.time_to_quality``.
 
+``--crops z20,y40`` also scores crops of ``--crop-length`` (128) voxels of the test volume,
+starting at the given voxel along z or y (the same models): where an axis is a little
+longer than two windows, ``default`` grows the window along it (``inference_layout``), and
+``cube 64`` shows the same model with the 64^3 windows at the overlap's steps.
+
 The MNI152 files ship inside nilearn (package BSD-3-Clause; template (C) McConnell Brain
 Imaging Centre, read here, not redistributed).
 
 Usage::
 
     python -m benchmarks.window_context [--smoke] [--datasets sample,mni1_brain,...]
-        [--iterations 300] [--seeds 0] [--cubes 48,64,80,96,128] [--out FILE]
+        [--iterations 300] [--seeds 0] [--cubes 48,64,80,96,128]
+        [--crops z20,z50,y40,y90 --crop-length 128] [--out FILE]
 """
 
 from __future__ import annotations
@@ -103,6 +109,19 @@ def load(name: str, smoke: bool) -> dict[str, Any]:
     raise SystemExit(f"unknown dataset {name!r}: choose from {DATASETS}")
 
 
+def _crops(image: np.ndarray, truth: np.ndarray, spec: str, length: int) -> list[tuple]:
+    """[(name, image, truth)]: the whole volume, then each crop of ``spec`` (``z20``: the
+    ``length`` slices from z = 20; ``y40``: along y), cut to the volume."""
+    out = [("whole", image, truth)]
+    for item in [c for c in spec.split(",") if c]:
+        axis, start = "zyx".index(item[0]), int(item[1:])
+        sl = [slice(None)] * 3
+        sl[axis] = slice(start, start + length)
+        region = tuple(sl)
+        out.append((item, np.ascontiguousarray(image[region]), truth[region]))
+    return out
+
+
 def _windows(ckpt: Any, shape: tuple[int, ...], cubes: list[int], divisor) -> dict[str, tuple]:
     from napari_unetseg.core.inference import prediction_window
     from napari_unetseg.core.inference.windows import _within_image
@@ -119,11 +138,51 @@ def _windows(ckpt: Any, shape: tuple[int, ...], cubes: list[int], divisor) -> di
     return out
 
 
+def _score(ckpt, crop, image, truth, classes, cubes, divisor, base: dict) -> list[dict]:
+    """One row per window variant of one test volume (see the module docstring)."""
+    from napari_unetseg.core.events import run_to_completion
+    from napari_unetseg.core.inference import predict
+
+    rows = []
+    seen: dict[tuple, dict] = {}
+    for label, win in _windows(ckpt, image.shape, cubes, divisor).items():
+        # the default runs predict's own layout (its steps too); the others run the
+        # given window at the overlap's steps
+        key = (win, label == "default")
+        if key not in seen:
+            t0 = time.perf_counter()
+            given = None if label == "default" else win
+            done = run_to_completion(
+                predict(ckpt, image[None], keep_probabilities=False, window=given)
+            )
+            seconds = time.perf_counter() - t0
+            labels = np.asarray(done.result.labels)
+            seen[key] = {
+                "dice": mean_dice(labels, truth, list(range(1, classes + 1))),
+                "seconds": seconds,
+            }
+        row = {
+            **base,
+            "crop": crop,
+            "shape": "x".join(map(str, image.shape)),
+            "variant": label,
+            "window": "x".join(map(str, win)),
+            **seen[key],
+        }
+        print(
+            f"  {crop:6s} {label:9s} {row['window']:12s} Dice {row['dice']:.4f} "
+            f"{row['seconds']:.2f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
 def run(args) -> dict:
     from napari_unetseg.core.annotations import sparsify
     from napari_unetseg.core.config import Config
-    from napari_unetseg.core.events import Done, run_to_completion
-    from napari_unetseg.core.inference import predict
+    from napari_unetseg.core.events import Done
     from napari_unetseg.core.training import Trainer
 
     env = C.environment()
@@ -153,37 +212,24 @@ def run(args) -> dict:
             assert ckpt is not None
             train_seconds = time.perf_counter() - t0
             divisor = ckpt.build_model("cpu").divisor
-            windows = _windows(ckpt, test_image.shape, cubes, divisor)
-            seen: dict[tuple, dict] = {}
-            for label, win in windows.items():
-                if win not in seen:
-                    t0 = time.perf_counter()
-                    done = run_to_completion(
-                        predict(ckpt, test_image[None], keep_probabilities=False, window=win)
-                    )
-                    seconds = time.perf_counter() - t0
-                    labels = np.asarray(done.result.labels)
-                    seen[win] = {
-                        "dice": mean_dice(labels, test_truth, list(range(1, classes + 1))),
-                        "seconds": seconds,
-                    }
-                row = {
-                    "dataset": name,
-                    "seed": seed,
-                    "iterations": args.iterations,
-                    "train_seconds": train_seconds,
-                    "shape": "x".join(map(str, test_image.shape)),
-                    "variant": label,
-                    "window": "x".join(map(str, win)),
-                    **seen[win],
-                }
-                print(
-                    f"  {label:9s} {row['window']:12s} Dice {row['dice']:.4f} "
-                    f"{row['seconds']:.2f} s",
-                    file=sys.stderr,
-                    flush=True,
+            for crop, test_img, test_lab in _crops(
+                test_image, test_truth, args.crops, args.crop_length
+            ):
+                rows += _score(
+                    ckpt,
+                    crop,
+                    test_img,
+                    test_lab,
+                    classes,
+                    cubes,
+                    divisor,
+                    {
+                        "dataset": name,
+                        "seed": seed,
+                        "iterations": args.iterations,
+                        "train_seconds": train_seconds,
+                    },
                 )
-                rows.append(row)
     return {
         "benchmark": "window_context",
         "command": "python -m benchmarks.window_context " + " ".join(args.argv),
@@ -192,6 +238,7 @@ def run(args) -> dict:
         "settings": {
             "defaults": "Config() with train.iterations and train.seed as given",
             "annotation": "sparsify(truth, 0.1, axes='zyx', mode='random', seed=0)",
+            "crops": {"starts": args.crops, "length": args.crop_length},
             "sources": sources,
         },
         "load_average_at_end": C.load_average(),
@@ -203,6 +250,7 @@ def print_table(data: dict) -> None:
     print(C.describe_env(data["environment"]))
     cols = [
         ("dataset", "volume", ""),
+        ("crop", "crop", ""),
         ("shape", "shape", ""),
         ("seed", "seed", "d"),
         ("variant", "variant", ""),
@@ -221,6 +269,10 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=300, help="training steps per model")
     p.add_argument("--seeds", default="0", help="training seeds, comma separated")
     p.add_argument("--cubes", default="48,64,80,96,128", help="N for N^3 windows")
+    p.add_argument(
+        "--crops", default="", help="crops of the test volume to score too, e.g. z20,y40"
+    )
+    p.add_argument("--crop-length", type=int, default=128, help="voxels along the crop's axis")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.smoke:

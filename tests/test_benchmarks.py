@@ -104,9 +104,14 @@ def test_window_context_smoke(tmp_path):
     from benchmarks import window_context
 
     out = tmp_path / "windows.json"
-    assert window_context.main(["--smoke", "--datasets", "sample", "--out", str(out)]) == 0
+    args = ["--smoke", "--datasets", "sample", "--crops", "y4", "--crop-length", "40"]
+    assert window_context.main([*args, "--out", str(out)]) == 0
     rows = _load(out)["results"]
-    assert [r["variant"] for r in rows] == ["patch", "default", "cube 8", "cube 16"]
+    variants = ["patch", "default", "cube 8", "cube 16"]
+    assert [r["variant"] for r in rows] == variants * 2
+    assert [r["crop"] for r in rows] == ["whole"] * 4 + ["y4"] * 4
+    assert rows[0]["shape"] == "16x48x48"
+    assert rows[4]["shape"] == "16x40x48"  # y 4..44 of the same test volume
     assert rows[0]["window"] == "8x16x16"
     assert rows[1]["window"] != rows[0]["window"]  # the default adds context
     for r in rows:
@@ -133,9 +138,10 @@ def test_inference_smoke(tmp_path):
     assert ref["argmax_agreement"] == 1.0
     assert len(data["setup"]["window"]) == 3
     assert data["setup"]["window_batch"] >= 1
-    # ours_sw runs the window predict runs (predict's own rule, prediction_window)
+    # ours_sw runs the windows predict runs (predict's own rule, prediction_layout)
     by_variant = {r["variant"]: r for r in rows}
     assert by_variant["ours_sw"]["window"] == by_variant["ours_predict"]["window"]
+    assert by_variant["ours_sw"]["steps"] == by_variant["ours_predict"]["steps"]
     assert {"monai_sw2", "ours_sw_bf16", "monai_sw1_bf16"} <= variants
     for per in data["goals"]["per_size"].values():
         assert set(per) == {"float32", "bfloat16"}
