@@ -333,7 +333,8 @@ def worker(a: dict) -> dict:
         dt = autocast_dtype(device, ckpt.config.infer.precision)
         res["dtype"] = "float32" if dt is None else str(dt).replace("torch.", "")
         overlap = ckpt.config.infer.overlap
-        layout = prediction_layout(ckpt, image.shape[1:], overlap, model.divisor)
+        grow = ckpt.config.infer.grow_windows
+        layout = prediction_layout(ckpt, image.shape[1:], overlap, model.divisor, grow)
         res["window"], res["steps"] = list(layout[0]), list(layout[1])
 
         def call(img):
@@ -390,7 +391,8 @@ def _ours_layout(
     from napari_unetseg.core.inference import prediction_layout
 
     stand_in = SimpleNamespace(config=cfg)
-    return prediction_layout(stand_in, image.shape[1:], overlap, model.divisor)
+    grow = cfg.infer.grow_windows
+    return prediction_layout(stand_in, image.shape[1:], overlap, model.divisor, grow)
 
 
 def _tokens(variant: str) -> set[str]:

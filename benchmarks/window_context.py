@@ -128,7 +128,8 @@ def _windows(ckpt: Any, shape: tuple[int, ...], cubes: list[int], divisor) -> di
 
     patch = tuple(int(p) for p in ckpt.config.data.patch_size)
     overlap = ckpt.config.infer.overlap
-    out = {"patch": patch, "default": prediction_window(ckpt, shape, overlap, divisor)}
+    grow = ckpt.config.infer.grow_windows
+    out = {"patch": patch, "default": prediction_window(ckpt, shape, overlap, divisor, grow)}
     for n in cubes:
         # longer than the patch: no further than predict's own rule lets a window go
         out[f"cube {n}"] = tuple(

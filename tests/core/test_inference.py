@@ -576,6 +576,27 @@ def postprocess():
     return pytest.importorskip("napari_unetseg.core.postprocess")
 
 
+@pytest.mark.parametrize("grow", [True, False])
+def test_predict_follows_the_grow_windows_setting(postprocess, grow):
+    # 120 slices: three 64-slice windows (192 computed) or two of 68 sharing 16 (136)
+    ckpt = _checkpoint(task="semantic", k=3, patch=(48, 16, 16))
+    ckpt.config.infer.grow_windows = grow
+    raw = 10.0 + 2.0 * _image((1, 120, 24, 24))
+    events = list(predict(ckpt, raw, ckpt.config.infer, keep_probabilities=False))
+    message = next(e.message for e in events if isinstance(e, Info) and "window(s)" in e.message)
+    if grow:
+        assert message.startswith("2 window(s) of 68x24x24"), message
+        assert "(steps of 52x18x18 voxels)" in message
+    else:
+        assert message.startswith("3 window(s) of 64x24x24"), message
+        assert "steps of" not in message
+    assert events[-1].result.labels.shape == (120, 24, 24)
+    assert inference_layout((120, 24, 24), (48, 16, 16), 0.25, (4, 4, 4), grow=False) == (
+        (64, 24, 24),
+        (48.0, 18.0, 18.0),
+    )
+
+
 def test_predict_semantic_end_to_end(postprocess):
     ckpt = _checkpoint(task="semantic", cin=2, k=3, patch=(8, 16, 16))
     raw = 10.0 + 2.0 * _image((2, 11, 21, 23))

@@ -96,7 +96,11 @@ class BlockPredictor:
         self.model = checkpoint.build_model(self.device)
         # the window a whole-volume prediction of this volume uses, so blocks agree with it
         self.window, self.steps = prediction_layout(
-            checkpoint, tuple(spatial), config.overlap, getattr(self.model, "divisor", None)
+            checkpoint,
+            tuple(spatial),
+            config.overlap,
+            getattr(self.model, "divisor", None),
+            config.grow_windows,
         )
         batch = config.window_batch or auto_window_batch(self.window, self.device, self.model)
         self.config = dataclasses.replace(config, window_batch=batch)

@@ -266,6 +266,12 @@ class InferConfig(_Section):
         None, "windows per forward pass; empty = planned from the memory available", low=1
     )
     tta: bool = setting(False, "average over flips along every axis (slower)")
+    grow_windows: bool = setting(
+        True,
+        "3D: let a window grow one step along one axis where that computes a quarter fewer "
+        "voxels (about 25 % faster there; 0.003 lower Dice on average on a fine MNI152 "
+        "task, the same on coarse ones); off: the patch with added context everywhere",
+    )
     blend: str = setting(
         "gaussian", "blending of overlapping windows", choices=("gaussian", "constant")
     )

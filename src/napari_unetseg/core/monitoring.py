@@ -151,7 +151,13 @@ class Monitoring:
 
         overlap = self.config.infer.overlap if overlap is None else overlap
         spatial = image.shape[1:]
-        grown, steps = inference_layout(spatial, self.patch_size, overlap, self.model.divisor)
+        grown, steps = inference_layout(
+            spatial,
+            self.patch_size,
+            overlap,
+            self.model.divisor,
+            self.config.infer.grow_windows,
+        )
         window = tuple(min(w, s) for w, s in zip(grown, spatial))
         infer = InferConfig(
             overlap=overlap,

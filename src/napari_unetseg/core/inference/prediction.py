@@ -152,20 +152,30 @@ def _default_window(checkpoint: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def prediction_layout(
-    checkpoint: Any, shape: tuple[int, ...], overlap: float, divisor: Any = None
+    checkpoint: Any,
+    shape: tuple[int, ...],
+    overlap: float,
+    divisor: Any = None,
+    grow: bool = True,
 ) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The window ``predict`` uses for an image of spatial ``shape`` and the step between
     windows per axis: the training patch (:func:`_default_window`) with added context,
-    grown where that saves windows (:func:`.windows.inference_layout`). Whole-volume and
-    blockwise prediction both take it from here, so they agree."""
-    return inference_layout(shape, _default_window(checkpoint, shape), overlap, divisor)
+    grown where that saves windows unless ``grow`` is off (:func:`.windows.inference_layout`,
+    ``InferConfig.grow_windows``). Whole-volume and blockwise prediction both take it
+    from here, so they agree."""
+    patch = _default_window(checkpoint, shape)
+    return inference_layout(shape, patch, overlap, divisor, grow)
 
 
 def prediction_window(
-    checkpoint: Any, shape: tuple[int, ...], overlap: float, divisor: Any = None
+    checkpoint: Any,
+    shape: tuple[int, ...],
+    overlap: float,
+    divisor: Any = None,
+    grow: bool = True,
 ) -> tuple[int, ...]:
     """The window of :func:`prediction_layout` (without its steps)."""
-    return prediction_layout(checkpoint, shape, overlap, divisor)[0]
+    return prediction_layout(checkpoint, shape, overlap, divisor, grow)[0]
 
 
 class _Normalize:
@@ -257,7 +267,9 @@ def predict_grid(
     divisor = getattr(model, "divisor", None)
     steps: tuple[float, ...] | None = None
     if win is None:
-        win, steps = prediction_layout(checkpoint, spatial, config.overlap, divisor)
+        win, steps = prediction_layout(
+            checkpoint, spatial, config.overlap, divisor, config.grow_windows
+        )
     n = check_window_layout(spatial, win, config.overlap, divisor, steps)
     batch = config.window_batch or auto_window_batch(win, device, model)
     precision = "float32" if dtype is None else str(dtype).replace("torch.", "")
