@@ -56,6 +56,9 @@ def sliding_window_slabs(
         steps: the step between windows per spatial axis, instead of
             ``window * (1 - overlap)`` (:func:`~.windows.inference_layout` gives both);
             dropped if the window is halved after running out of memory.
+        _destination: internal: ``K -> (K, *spatial)`` float32 array that the finished
+            slabs are written into (their probabilities are then views of it), as
+            :func:`sliding_window` passes its result.
 
     Yields:
         :class:`Progress` (windows done / total), :class:`Info` (fallbacks taken, e.g.
@@ -75,8 +78,8 @@ def sliding_window_slabs(
     config.validate()
     image = _check_image(image, convert=transform is None)
     window = _check_window(window, image.ndim - 1)
-    layout_steps = None if steps is None else tuple(float(t) for t in steps)
-    check_window_layout(image.shape[1:], window, config.overlap, steps=layout_steps)
+    run_steps = None if steps is None else tuple(float(t) for t in steps)
+    check_window_layout(image.shape[1:], window, config.overlap, steps=run_steps)
     device = torch.device(device)
     batch = config.window_batch or auto_window_batch(window, device, model)
 
@@ -96,7 +99,7 @@ def sliding_window_slabs(
                     batch,
                     cancel,
                     transform,
-                    layout_steps,
+                    run_steps,
                     _destination,
                 )
                 return
@@ -107,7 +110,7 @@ def sliding_window_slabs(
                     level="warning",
                 )
                 window = e.window
-                layout_steps = None  # the halved window steps by its own overlap
+                run_steps = None  # the halved window steps by its own overlap
                 batch = 1
     finally:
         torch.backends.cudnn.benchmark = prev_benchmark
